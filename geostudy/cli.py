@@ -1,0 +1,221 @@
+"""Command lines of ``run.py`` and ``optuna_hyper.py``.
+
+Every :class:`~geostudy.errors.GeostudyError` becomes one line on stderr and exit code 2; a
+traceback means a bug in geostudy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from geostudy.config import apply_overrides, dump_yaml, load_yaml, parse_set
+from geostudy.errors import ConfigError, GeostudyError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (with a pointer to --help) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {self.prog}: {message}; see {self.prog} --help", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, but got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, but got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, but got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, but got {text!r}")
+    return value
+
+
+def _add_set(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override a config value by dotted path, e.g. --set optim.lr=0.01 model.hidden=64")
+
+
+def _guarded(main: Callable[[], int]) -> int:
+    try:
+        return main()
+    except GeostudyError as err:
+        print(f"error: {err.one_line()}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM (a scheduler ending the job) is handled like Ctrl-C: the trial is failed cleanly."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, handler)
+
+
+# --------------------------------------------------------------------------------------------------
+# run.py
+
+
+def run_main(argv: Sequence[str] | None = None) -> int:
+    parser = OneLineParser(prog="run.py", description="One training/evaluation run of a learner.")
+    parser.add_argument("--config", required=True, help="config YAML (configs/<learner>.yaml or a best_config.yaml)")
+    _add_set(parser)
+    parser.add_argument("--out", help="output folder (default: out/runs/<config>-<time>)")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    args = parser.parse_args(argv)
+    return _guarded(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    import time
+
+    from geostudy.learners import RunContext, get_learner
+    from geostudy.study.artifacts import json_safe, save_figures
+    from geostudy.study.objective import library_versions
+
+    config_file = Path(args.config)
+    config = load_yaml(config_file)
+    learner = get_learner(config.get("learner"), file=config_file)
+    config = apply_overrides(config, parse_set(args.overrides), source="--set")
+    learner.check_config(config, file=config_file)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir = Path(args.out) if args.out else Path("out") / "runs" / f"{config_file.stem}-{stamp}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dump_yaml(config, out_dir / "config.yaml")
+
+    def log_step(step: int, metrics: Any) -> None:
+        pass  # the learner's own progress lines (ctx.log) already show each epoch
+
+    _sigterm_as_interrupt()
+    start = time.perf_counter()
+    result = learner.run(config, RunContext(workdir=out_dir, report=log_step, final=True, verbose=not args.quiet))
+    result.metrics["run_seconds"] = time.perf_counter() - start
+    figures = save_figures(result, out_dir / "figures")
+    record = {
+        "learner": learner.name,
+        "metrics": {k: float(v) for k, v in result.metrics.items()},
+        "tables": json_safe(result.tables),
+        "figures": {k: str(v) for k, v in figures.items()},
+        "files": {k: str(v) for k, v in result.files.items()},
+        "versions": library_versions(),
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+    print(format_metrics(result.metrics))
+    print(f"\nwrote {out_dir}/config.yaml, metrics.json, {len(figures)} figure(s) in figures/"
+          + (f", {len(result.files)} file(s)" if result.files else ""))
+    return 0
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    width = max((len(k) for k in metrics), default=6)
+    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  {'-' * 12}"]
+    lines += [f"{name:<{width}}  {value:.6g}" for name, value in metrics.items()]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------
+# optuna_hyper.py
+
+
+def study_main(argv: Sequence[str] | None = None) -> int:
+    parser = OneLineParser(prog="optuna_hyper.py", description="Run (or resume) an Optuna study declared in studies/*.yaml.")
+    parser.add_argument("--study", required=True, help="study name (studies/NAME.yaml) or path to a study file")
+    parser.add_argument("--n-trials", type=_positive_int, help="total finished trials the study should hold")
+    parser.add_argument("--timeout", type=_positive_float, help="stop starting new trials after this many seconds")
+    parser.add_argument("--storage", help="database URL (default: sqlite:///<out>/<study>/<study>.db)")
+    parser.add_argument("--out", default="out", help="output folder (default: out)")
+    _add_set(parser)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar or per-trial lines")
+    parser.add_argument("--no-catch", action="store_true", help="stop at the first failing trial (debugging)")
+    args = parser.parse_args(argv)
+    return _guarded(lambda: _study(args))
+
+
+def _study(args: argparse.Namespace) -> int:
+    from geostudy.study.export import dashboard_command, summary_text, write_best_config, write_trials_csv
+    from geostudy.study.runner import StudyPlan, finished_count, load_or_create, optimize
+    from geostudy.study.spec import parse_study, resolve_study_path
+    from geostudy.study.storage import check_url, default_storage_url, redact
+
+    spec = parse_study(resolve_study_path(args.study), parse_set(args.overrides))
+    n_trials = args.n_trials if args.n_trials is not None else spec.n_trials
+    timeout = args.timeout if args.timeout is not None else spec.timeout
+    if n_trials is None and timeout is None:
+        raise ConfigError("the study needs an end: set n_trials or timeout in the file, or pass --n-trials/--timeout",
+                          file=spec.file, key="n_trials")
+    out_dir = Path(args.out)
+    storage_url = args.storage or default_storage_url(out_dir, spec.name)
+    if args.storage:
+        check_url(storage_url)  # before anything is created; the default folder is made below
+    plan = StudyPlan(spec=spec, storage_url=storage_url, out_dir=out_dir, n_trials=n_trials, timeout=timeout)
+    plan.study_dir.mkdir(parents=True, exist_ok=True)
+    _log_to_file(plan.study_dir / f"{spec.name}.log")
+    study = load_or_create(plan)
+    done = finished_count(study)
+    target = f"{n_trials} finished trials" if n_trials else f"{timeout:.0f} s"
+    print(f"study {spec.name}: learner {spec.learner.name}, sampler {spec.sampler.name}, pruner {spec.pruner.name}; "
+          f"storage {redact(storage_url)}; target {target}; {done} already finished", file=sys.stderr, flush=True)
+    _sigterm_as_interrupt()
+    interrupted = False
+    guard = None
+    try:
+        guard = optimize(plan, study, progress=not args.no_progress, catch=not args.no_catch)
+    except KeyboardInterrupt:
+        interrupted = True
+    print(summary_text(study, spec))
+    best = write_best_config(study, spec, plan.study_dir / "best_config.yaml")
+    write_trials_csv(study, spec, plan.study_dir / "trials.csv")
+    from geostudy.study.export import display_path
+
+    if best is not None:
+        print(f"Best config: {display_path(plan.study_dir / 'best_config.yaml')} "
+              f"(python run.py --config {display_path(plan.study_dir / 'best_config.yaml')})")
+    print(f"Trials: {display_path(plan.study_dir / 'trials.csv')}")
+    print(f"Dashboard: {dashboard_command(storage_url, plan.artifacts)}")
+    if interrupted:
+        print("interrupted: the running trial was marked FAIL; run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if guard is not None and guard.tripped:
+        print(f"error: {spec.file}: stopped after {guard.limit} failed trials in a row; see the fail_reason of the "
+              f"last trials above or in {display_path(plan.study_dir / 'trials.csv')}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _log_to_file(path: Path) -> None:
+    """Optuna's own log (with tracebacks of failed trials) goes to the study's log file, not the terminal."""
+    import warnings
+
+    import optuna
+
+    # Metric names and artifacts are "experimental" in Optuna; the warning says nothing to our users.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    optuna.logging.disable_default_handler()
+    logger = logging.getLogger("optuna")
+    if not any(isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path.resolve() for h in logger.handlers):
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)

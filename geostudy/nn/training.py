@@ -1,0 +1,87 @@
+"""Training helpers shared by every neural learner: seeding, optimizers, the epoch loop."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+
+import numpy as np
+import torch
+
+from geostudy.errors import ConfigError, NonFiniteLossError
+from geostudy.learners.base import RunContext
+
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "adamax": torch.optim.Adamax,
+    "sgd": torch.optim.SGD,
+}
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch (CPU and CUDA); return a CPU generator seeded the same way.
+
+    Together with a fixed config this makes a CPU run repeat to the last digit, which is what lets
+    ``best_config.yaml`` reproduce the best trial.
+    """
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def make_optimizer(
+    name: str, params: Iterable[torch.nn.Parameter], *, lr: float, weight_decay: float = 0.0, key: str = "optim.name"
+) -> torch.optim.Optimizer:
+    """Build an optimizer by name (``adam``, ``adamw``, ``adamax``, ``sgd``)."""
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}", key=key)
+    if not lr > 0:
+        raise ConfigError(f"learning rate must be > 0, but got {lr!r}", key="optim.lr")
+    return OPTIMIZERS[name](params, lr=lr, weight_decay=weight_decay)
+
+
+def check_finite(loss: torch.Tensor | float, step: int) -> float:
+    """Return the loss as a float, or raise :class:`NonFiniteLossError` for NaN/inf."""
+    value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+    if not math.isfinite(value):
+        raise NonFiniteLossError(step, value)
+    return value
+
+
+def run_epochs(
+    epochs: int,
+    train_epoch: Callable[[int], float],
+    evaluate: Callable[[int], Mapping[str, float]],
+    ctx: RunContext,
+    *,
+    eval_every: int = 1,
+) -> list[dict[str, float]]:
+    """The shared epoch loop: train, check the loss is finite, evaluate, report, log.
+
+    Args:
+        epochs: Number of epochs.
+        train_epoch: Runs one epoch, returns its mean training loss.
+        evaluate: Returns validation metrics after an epoch.
+        ctx: The run context; ``ctx.report`` may raise ``optuna.TrialPruned`` (let it through).
+        eval_every: Evaluate and report every this many epochs (and always at the last one).
+
+    Returns:
+        One dict per evaluated epoch: ``epoch``, ``loss``, ``seconds`` and the validation metrics.
+    """
+    history: list[dict[str, float]] = []
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        loss = check_finite(train_epoch(epoch), epoch)
+        if (epoch + 1) % eval_every and epoch != epochs - 1:
+            continue
+        metrics = dict(evaluate(epoch))
+        row = {"epoch": float(epoch), "loss": loss, "seconds": time.perf_counter() - start, **metrics}
+        history.append(row)
+        shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+        ctx.log(f"epoch {epoch + 1}/{epochs} loss={loss:.4g} {shown}")
+        ctx.report(epoch, metrics)
+    return history

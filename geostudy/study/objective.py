@@ -1,0 +1,125 @@
+"""The objective: wraps any learner as an Optuna objective, the same way for every learner."""
+
+from __future__ import annotations
+
+import math
+import platform
+import tempfile
+import time
+from collections.abc import Mapping
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from geostudy.errors import GeostudyError
+from geostudy.learners.base import RunContext, RunResult
+from geostudy.study.artifacts import json_safe, make_store, save_figures, upload_run_outputs
+from geostudy.study.spec import StudySpec
+
+VERSIONED = ("torch", "dgl", "torch_geometric", "gpytorch", "optuna", "numpy", "scipy", "geostudy")
+
+
+@cache
+def library_versions() -> dict[str, str]:
+    """Versions of python and the libraries a result depends on (read without importing them)."""
+    versions = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            versions[name] = metadata.version(name.replace("_", "-"))
+        except metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+def describe_error(err: BaseException) -> str:
+    """One line for a trial's ``fail_reason``: the error type and message."""
+    if isinstance(err, GeostudyError):
+        return f"{type(err).__name__}: {err.one_line()}"
+    text = " ".join(str(err).split()) or "(no message)"
+    if "out of memory" in text.lower() or isinstance(err, MemoryError):
+        return f"out of memory ({type(err).__name__}): {text[:500]}"
+    return f"{type(err).__name__}: {text[:500]}"
+
+
+class TrialReporter:
+    """Forwards a learner's per-step metrics to ``trial.report`` and prunes.
+
+    Multi-objective studies cannot prune in Optuna, so there the values are only kept for the
+    trial's history.
+    """
+
+    def __init__(self, trial: optuna.Trial, metric: str, prune: bool) -> None:
+        self.trial = trial
+        self.metric = metric
+        self.prune = prune
+        self.last_step = -1
+
+    def __call__(self, step: int, metrics: Mapping[str, float]) -> None:
+        self.last_step = step
+        if not self.prune or self.metric not in metrics:
+            return
+        value = float(metrics[self.metric])
+        if not math.isfinite(value):
+            return  # the final value decides; Optuna rejects NaN intermediate values for pruning
+        self.trial.report(value, step)
+        if self.trial.should_prune():
+            self.trial.set_user_attr("pruned_at_step", step)
+            raise optuna.TrialPruned(f"pruned at step {step} with {self.metric}={value:.6g}")
+
+
+class Objective:
+    """Callable objective for ``study.optimize``.
+
+    For each trial: suggest parameters, resolve the full config, run the learner in a scratch
+    folder, upload its figures as artifacts, store the config, versions, metrics (or the failure
+    reason) as user attributes, and return the study's metric(s).
+    """
+
+    def __init__(self, spec: StudySpec, artifact_folder: Path) -> None:
+        self.spec = spec
+        self.store = make_store(artifact_folder)
+
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
+        spec = self.spec
+        params = spec.space.suggest(trial)
+        config = spec.config_for(params)
+        trial.set_user_attr("config", json_safe(config))
+        trial.set_user_attr("versions", library_versions())
+        reporter = TrialReporter(trial, spec.metrics[0], prune=not spec.multi_objective)
+        start = time.perf_counter()
+        try:
+            with tempfile.TemporaryDirectory(prefix=f"geostudy-{spec.name}-{trial.number}-") as tmp:
+                workdir = Path(tmp)
+                result = spec.learner.run(config, RunContext(workdir=workdir, report=reporter))
+                result.metrics["run_seconds"] = time.perf_counter() - start
+                figures = save_figures(result, workdir / "figures")
+                upload_run_outputs(trial, self.store, {**figures, **result.files})
+        except optuna.TrialPruned:
+            raise
+        except BaseException as err:
+            if not isinstance(err, KeyboardInterrupt):
+                trial.set_user_attr("fail_reason", describe_error(err))
+            raise
+        return self._values(trial, result)
+
+    def _values(self, trial: optuna.Trial, result: RunResult) -> float | list[float]:
+        missing = [m for m in self.spec.metrics if m not in result.metrics]
+        if missing:
+            reason = f"learner {self.spec.learner.name} returned no metric {missing[0]!r}; it returned {sorted(result.metrics)}"
+            trial.set_user_attr("fail_reason", reason)
+            raise RuntimeError(reason)
+        trial.set_user_attr("metrics", {k: float(v) for k, v in result.metrics.items()})
+        if result.tables:
+            trial.set_user_attr("tables", json_safe(result.tables))
+        values = [float(result.metrics[m]) for m in self.spec.metrics]
+        bad = [m for m, v in zip(self.spec.metrics, values) if not math.isfinite(v)]
+        if bad:
+            trial.set_user_attr("fail_reason", f"metric {bad[0]!r} is not finite")
+        return values[0] if len(values) == 1 else values
+
+    @staticmethod
+    def params_of(trial: Any) -> dict[str, Any]:
+        return dict(trial.params)

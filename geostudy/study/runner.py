@@ -1,0 +1,161 @@
+"""Running a study: create or resume it in its storage, optimise until it holds N finished trials."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from geostudy.errors import ConfigError
+from geostudy.study.artifacts import artifact_dir
+from geostudy.study.export import FINISHED
+from geostudy.study.objective import Objective
+from geostudy.study.spec import StudySpec
+from geostudy.study.storage import open_storage, redact
+
+# A study whose trials all fail would otherwise loop forever; this many failures in a row stop it.
+MAX_CONSECUTIVE_FAILURES = 10
+
+
+@dataclass
+class StudyPlan:
+    """Where and how long a study runs, as resolved from the study file and the command line."""
+
+    spec: StudySpec
+    storage_url: str
+    out_dir: Path
+    n_trials: int | None
+    timeout: float | None
+
+    @property
+    def study_dir(self) -> Path:
+        return self.out_dir / self.spec.name
+
+    @property
+    def artifacts(self) -> Path:
+        return artifact_dir(self.out_dir, self.spec.name)
+
+
+def load_or_create(plan: StudyPlan) -> optuna.Study:
+    """Open the study in its storage, creating it (and enqueuing ``enqueue:``) the first time."""
+    spec = plan.spec
+    plan.study_dir.mkdir(parents=True, exist_ok=True)
+    storage = open_storage(plan.storage_url, heartbeat_interval=spec.heartbeat_interval, grace_period=spec.grace_period)
+    existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    if spec.name in existing:
+        have = [d.name.lower() for d in existing[spec.name].directions]
+        if have != spec.directions:
+            raise ConfigError(f"study {spec.name!r} in {redact(plan.storage_url)} has directions {have}, but the file "
+                              f"asks for {spec.directions}; use another name or storage", file=spec.file, key="directions")
+    study = optuna.create_study(storage=storage, study_name=spec.name, directions=spec.directions,
+                                sampler=spec.make_sampler(), pruner=spec.make_pruner(), load_if_exists=True)
+    if spec.name not in existing:
+        study.set_metric_names(spec.metrics)
+        study.set_user_attr("learner", spec.learner.name)
+        study.set_user_attr("study_file", str(spec.file))
+        study.set_user_attr("base_config", spec.base_config)
+        study.set_user_attr("fixed", spec.fixed)
+        for params in spec.enqueue:
+            study.enqueue_trial(params, skip_if_exists=True)
+    return study
+
+
+def finished_count(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+class Progress:
+    """Trials done / total and the best value so far: a bar on a terminal, a line per trial in logs."""
+
+    def __init__(self, study: optuna.Study, spec: StudySpec, total: int | None, enabled: bool = True) -> None:
+        self.spec = spec
+        self.total = total
+        self.enabled = enabled
+        self.bar = None
+        self.started = time.perf_counter()
+        if enabled and sys.stderr.isatty() and total:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=min(finished_count(study), total), desc=spec.name, unit="trial",
+                            file=sys.stderr, dynamic_ncols=True)
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if not self.enabled:
+            return
+        best = self._best(study)
+        if self.bar is not None:
+            if trial.state in FINISHED:
+                self.bar.update(1)
+            self.bar.set_postfix_str(best)
+            return
+        done = finished_count(study)
+        total = f"/{self.total}" if self.total else ""
+        value = ""
+        if trial.state == TrialState.FAIL:
+            value = f" ({trial.user_attrs.get('fail_reason', 'failed')})"
+        elif trial.state == TrialState.PRUNED:
+            value = f" at step {trial.user_attrs.get('pruned_at_step', '?')}"
+        elif trial.values:
+            value = " " + " ".join(f"{m}={v:.4g}" for m, v in zip(self.spec.metrics, trial.values))
+        seconds = trial.duration.total_seconds() if trial.duration else 0.0
+        print(f"[{done}{total}] trial #{trial.number} {trial.state.name.lower()}{value} ({seconds:.1f} s) {best}",
+              file=sys.stderr, flush=True)
+
+    def _best(self, study: optuna.Study) -> str:
+        if self.spec.multi_objective:
+            try:
+                return f"pareto={len(study.best_trials)}"
+            except ValueError:
+                return ""
+        try:
+            return f"best={study.best_value:.4g}"
+        except ValueError:
+            return "best=-"
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class FailureGuard:
+    """Stops the study after too many failed trials in a row (a broken config would loop forever)."""
+
+    def __init__(self, limit: int = MAX_CONSECUTIVE_FAILURES) -> None:
+        self.limit = limit
+        self.in_a_row = 0
+        self.tripped = False
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.in_a_row = self.in_a_row + 1 if trial.state == TrialState.FAIL else 0
+        if self.in_a_row >= self.limit:
+            self.tripped = True
+            study.stop()
+
+
+def optimize(plan: StudyPlan, study: optuna.Study, *, progress: bool = True, catch: bool = True) -> FailureGuard:
+    """Run trials until the study holds ``plan.n_trials`` finished (complete or pruned) trials.
+
+    Re-running the same command resumes: the count includes trials stored by earlier runs and by
+    other workers sharing the storage.
+    """
+    guard = FailureGuard()
+    remaining = None if plan.n_trials is None else plan.n_trials - finished_count(study)
+    if remaining is not None and remaining <= 0:
+        return guard
+    callbacks: list = [guard]
+    if plan.n_trials is not None:
+        callbacks.append(optuna.study.MaxTrialsCallback(plan.n_trials, states=FINISHED))
+    bar = Progress(study, plan.spec, plan.n_trials, enabled=progress)
+    callbacks.append(bar)
+    objective = Objective(plan.spec, plan.artifacts)
+    try:
+        # n_trials=None with MaxTrialsCallback: failed trials are retried until N have finished.
+        study.optimize(objective, n_trials=None, timeout=plan.timeout,
+                       catch=(Exception,) if catch else (), callbacks=callbacks)
+    finally:
+        bar.close()
+    return guard
