@@ -149,6 +149,11 @@ def study_main(argv: Sequence[str] | None = None) -> int:
     _add_set(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar or per-trial lines")
     parser.add_argument("--no-catch", action="store_true", help="stop at the first failing trial (debugging)")
+    review = parser.add_argument_group("review a stored study (no new trials are run)")
+    review.add_argument("--report", action="store_true", help="write <out>/<study>/report.html and trials.csv")
+    review.add_argument("--dashboard", action="store_true", help="serve optuna-dashboard on the study and its artifacts")
+    review.add_argument("--host", default="127.0.0.1", help="dashboard host (default 127.0.0.1)")
+    review.add_argument("--port", type=_positive_int, default=8080, help="dashboard port (default 8080)")
     args = parser.parse_args(argv)
     return _guarded(lambda: _study(args))
 
@@ -170,6 +175,8 @@ def _study(args: argparse.Namespace) -> int:
     if args.storage:
         check_url(storage_url)  # before anything is created; the default folder is made below
     plan = StudyPlan(spec=spec, storage_url=storage_url, out_dir=out_dir, n_trials=n_trials, timeout=timeout)
+    if args.report or args.dashboard:
+        return _review(args, plan)
     plan.study_dir.mkdir(parents=True, exist_ok=True)
     _log_to_file(plan.study_dir / f"{spec.name}.log")
     study = load_or_create(plan)
@@ -201,6 +208,26 @@ def _study(args: argparse.Namespace) -> int:
         print(f"error: {spec.file}: stopped after {guard.limit} failed trials in a row; see the fail_reason of the "
               f"last trials above or in {display_path(plan.study_dir / 'trials.csv')}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _review(args: argparse.Namespace, plan: Any) -> int:
+    """``--report`` / ``--dashboard``: look at a stored study without running trials."""
+    from geostudy.study.export import display_path, write_trials_csv
+    from geostudy.study.runner import load_existing
+
+    study = load_existing(plan)
+    if args.report:
+        from geostudy.study.report import write_report
+
+        path = write_report(study, plan.spec, plan.study_dir / "report.html", artifact_dir=plan.artifacts)
+        write_trials_csv(study, plan.spec, plan.study_dir / "trials.csv")
+        print(f"Report: {display_path(path)}")
+        print(f"Trials: {display_path(plan.study_dir / 'trials.csv')}")
+    if args.dashboard:
+        from geostudy.study.dashboard import serve_dashboard
+
+        return serve_dashboard(plan.storage_url, plan.artifacts, host=args.host, port=args.port)
     return 0
 
 

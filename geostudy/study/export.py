@@ -120,7 +120,7 @@ def summary_text(study: optuna.Study, spec: StudySpec) -> str:
         if fails:
             lines.append(f"Last failure (trial #{fails[-1].number}): {fails[-1].user_attrs['fail_reason']}")
         return "\n".join(lines)
-    title = "Best trial" if len(best) == 1 else f"Pareto front ({len(best)} trials)"
+    title = f"Pareto front ({len(best)} trials)" if spec.multi_objective else "Best trial"
     lines.append(f"{title}:")
     for t in best[:10]:
         values = "  ".join(f"{m}={_fmt(v)}" for m, v in zip(spec.metrics, t.values))

@@ -64,6 +64,22 @@ def load_or_create(plan: StudyPlan) -> optuna.Study:
     return study
 
 
+def load_existing(plan: StudyPlan) -> optuna.Study:
+    """Open a study that must already exist (review commands never create one)."""
+    from geostudy.study.storage import sqlite_path
+
+    db = sqlite_path(plan.storage_url)
+    if db is not None and not db.is_file():
+        raise ConfigError(f"no database at {db}: run the study first (optuna_hyper.py --study {plan.spec.name})",
+                          file=plan.spec.file)
+    storage = open_storage(plan.storage_url)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    if plan.spec.name not in names:
+        raise ConfigError(f"study {plan.spec.name!r} is not in {redact(plan.storage_url)}; it holds: "
+                          f"{', '.join(names) or 'no study'}", file=plan.spec.file)
+    return optuna.load_study(study_name=plan.spec.name, storage=storage)
+
+
 def finished_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
@@ -149,6 +165,13 @@ def optimize(plan: StudyPlan, study: optuna.Study, *, progress: bool = True, cat
     callbacks: list = [guard]
     if plan.n_trials is not None:
         callbacks.append(optuna.study.MaxTrialsCallback(plan.n_trials, states=FINISHED))
+    try:  # TEMP-WIRING: remove the guard once notes.py lands
+        from geostudy.study.notes import NoteWriter
+
+        # The note first, so a trial's explanation is stored before the progress line announces it.
+        callbacks.append(NoteWriter(plan.spec))
+    except ImportError:
+        pass
     bar = Progress(study, plan.spec, plan.n_trials, enabled=progress)
     callbacks.append(bar)
     objective = Objective(plan.spec, plan.artifacts)

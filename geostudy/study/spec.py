@@ -131,6 +131,8 @@ def parse_study(path: Path, overrides: Mapping[str, Any] | None = None) -> Study
         config_file = resolve_config_path(config_raw, path)
     else:
         raise ConfigError(f"must be a path to a config file, but got {config_raw!r}", file=path, key="config")
+    if not config_file.is_file():
+        raise ConfigError(f"config file not found: {config_file}", file=path, key="config")
     base = load_yaml(config_file)
     if base.get("learner") != learner.name:
         raise ConfigError(f"config {config_file} is for learner {base.get('learner')!r}, but the study's learner is "

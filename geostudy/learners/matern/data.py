@@ -1,0 +1,130 @@
+"""From fields to batched graphs: one graph per replicate, edges built once per field.
+
+Nodes are locations with the observed value as their feature; edges are kNN or radius neighbours
+(``geostudy.nn.graphs``, cKDTree). For space-time fields, spatial edges link sites at the same time
+and temporal edges link a site to itself at the next ``time_k`` time steps. Every edge carries its
+spatial length and time lag, from which the model makes its edge weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from geostudy.learners.matern.config import GraphConfig
+from geostudy.learners.matern.simulate import FieldSet
+from geostudy.nn.graphs import edge_lengths, knn_edges, radius_edges, symmetrize
+
+
+@dataclass
+class FieldGraph:
+    """The edges of one field (shared by its replicates): ``edges`` (2, E) int64, ``attr`` (E, 2) float32
+    of (spatial length, time lag)."""
+
+    edges: np.ndarray
+    attr: np.ndarray
+
+
+def build_graph(coords: np.ndarray, gcfg: GraphConfig, times: np.ndarray | None = None) -> FieldGraph:
+    """Edges of one field's graph (see the module docstring)."""
+    n = len(coords)
+    if times is None:
+        edges = _spatial(coords, gcfg, None)
+    else:
+        levels, tidx = np.unique(times, return_inverse=True)
+        spatial = _spatial(coords, gcfg, tidx)
+        temporal = _temporal(coords, tidx, gcfg.time_k)
+        edges = symmetrize(np.concatenate([spatial, temporal], axis=1), n)
+    ds = edge_lengths(coords, edges) if edges.size else np.zeros(0)
+    dt = np.abs(times[edges[0]] - times[edges[1]]) if times is not None and edges.size else np.zeros(len(ds))
+    return FieldGraph(edges=edges.astype(np.int64), attr=np.stack([ds, dt], axis=1).astype(np.float32))
+
+
+def _spatial(coords: np.ndarray, gcfg: GraphConfig, groups: np.ndarray | None) -> np.ndarray:
+    if gcfg.kind == "knn":
+        return knn_edges(coords, gcfg.k, groups=groups)
+    return radius_edges(coords, gcfg.radius, groups=groups, max_neighbors=gcfg.max_neighbors)
+
+
+def _temporal(coords: np.ndarray, tidx: np.ndarray, time_k: int) -> np.ndarray:
+    """Link each node to the node of the same site ``1..time_k`` time steps later."""
+    # A site is a distinct coordinate pair; nodes of one site differ only in time.
+    _, site = np.unique(coords, axis=0, return_inverse=True)
+    site = site.reshape(-1)
+    key = {(int(s), int(t)): i for i, (s, t) in enumerate(zip(site, tidx))}
+    src, dst = [], []
+    for i, (s, t) in enumerate(zip(site, tidx)):
+        for lag in range(1, time_k + 1):
+            j = key.get((int(s), int(t) + lag))
+            if j is not None:
+                src.append(i)
+                dst.append(j)
+    return np.array([src, dst], dtype=np.int64).reshape(2, -1)
+
+
+@dataclass
+class GraphBatch:
+    """Replicate graphs of several fields, as one block-diagonal graph.
+
+    Attributes:
+        x: ``(N, 1)`` node values.
+        edge_index: ``(2, E)`` source, target.
+        edge_attr: ``(E, 2)`` spatial length, time lag.
+        node_graph: ``(N,)`` replicate-graph id of each node.
+        graph_field: ``(G,)`` field id of each replicate graph.
+        num_fields: Number of fields ``B``.
+        target: ``(B, P)`` log-parameters of the free parameters, or None for observed data.
+    """
+
+    x: torch.Tensor
+    edge_index: torch.Tensor
+    edge_attr: torch.Tensor
+    node_graph: torch.Tensor
+    graph_field: torch.Tensor
+    num_fields: int
+    target: torch.Tensor | None = None
+
+    @property
+    def num_graphs(self) -> int:
+        return int(self.graph_field.shape[0])
+
+    def to(self, device: torch.device | str) -> GraphBatch:
+        return GraphBatch(
+            x=self.x.to(device), edge_index=self.edge_index.to(device), edge_attr=self.edge_attr.to(device),
+            node_graph=self.node_graph.to(device), graph_field=self.graph_field.to(device),
+            num_fields=self.num_fields, target=None if self.target is None else self.target.to(device),
+        )
+
+
+def collate(
+    fields: FieldSet, graphs: list[FieldGraph], free: list[str] | None = None, idx: np.ndarray | None = None
+) -> GraphBatch:
+    """Stack the replicate graphs of fields ``idx`` (all by default) into one :class:`GraphBatch`."""
+    order = np.arange(len(fields)) if idx is None else np.asarray(idx)
+    xs, edges, attrs, node_graph, graph_field = [], [], [], [], []
+    offset, gid = 0, 0
+    for b, i in enumerate(order):
+        vals, g = fields.values[i], graphs[i]
+        m, n = vals.shape
+        xs.append(vals.reshape(-1))
+        shifts = offset + n * np.arange(m)
+        edges.append((g.edges[:, None, :] + shifts[None, :, None]).reshape(2, -1))
+        attrs.append(np.tile(g.attr, (m, 1)))
+        node_graph.append(np.repeat(np.arange(gid, gid + m), n))
+        graph_field.append(np.full(m, b))
+        offset += m * n
+        gid += m
+    target = None
+    if free:
+        target = torch.tensor(np.stack([np.log(fields.params[p][order]) for p in free], axis=1), dtype=torch.float32)
+    return GraphBatch(
+        x=torch.from_numpy(np.concatenate(xs).astype(np.float32))[:, None],
+        edge_index=torch.from_numpy(np.concatenate(edges, axis=1)),
+        edge_attr=torch.from_numpy(np.concatenate(attrs, axis=0)),
+        node_graph=torch.from_numpy(np.concatenate(node_graph)),
+        graph_field=torch.from_numpy(np.concatenate(graph_field)),
+        num_fields=len(order),
+        target=target,
+    )

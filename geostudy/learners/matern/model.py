@@ -1,0 +1,216 @@
+"""The amortised estimator: variogram message passing, graph convolutions, readout, DeepSets, heads.
+
+Per replicate graph:
+1. :class:`VariogramConv` (a PyG ``MessagePassing``): each node averages ``(z_i - z_j)^2`` over its
+   neighbours under learnable radial basis functions of the edge length (and, for space-time, of the
+   time lag): a local empirical variogram. Its log is the node's input feature.
+2. ``depth`` graph convolutions from the shared factory (``gcn``/``sage``/``gat`` on PyG or DGL), with
+   residual connections; edge weights are a fixed or a learned function of the distance.
+3. A readout over the graph's nodes (mean, sum or attention pooling), concatenated with the log of the
+   graph-level binned variogram (the pooled sums of step 1, a classical summary statistic).
+Per field, DeepSets: a replicate MLP ``phi``, the mean over the field's replicates, and an MLP ``psi``
+giving the free parameters on the unconstrained (log) scale, plus the lower and upper quantiles of a
+central interval when the quantile head is on. Every pooling is a permutation-invariant mean or sum,
+so shuffling nodes or replicates does not change the estimate.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch_geometric.nn import MessagePassing
+from torch_geometric.utils import scatter, softmax
+
+from geostudy.learners.matern.config import GraphConfig, ModelConfig
+from geostudy.learners.matern.data import GraphBatch
+from geostudy.nn.gnn import Graph, make_conv
+
+EPS = 1e-6
+
+
+class RadialBasis(nn.Module):
+    """``K`` Gaussian bumps of a length with learnable centres and widths, initialised on ``[0, scale]``."""
+
+    def __init__(self, k: int, scale: float) -> None:
+        super().__init__()
+        self.centres = nn.Parameter(torch.linspace(0.0, scale, k))
+        self.log_width = nn.Parameter(torch.full((k,), math.log(max(scale / k, 1e-4) * 1.5)))
+
+    def forward(self, d: torch.Tensor) -> torch.Tensor:
+        width = torch.exp(self.log_width)
+        return torch.exp(-0.5 * ((d[:, None] - self.centres) / width) ** 2)
+
+
+class VariogramConv(MessagePassing):
+    """Local binned variogram: ``sum_j b_k(e_ij) (z_i - z_j)^2`` and ``sum_j b_k(e_ij)`` per node.
+
+    Spatial edges (time lag 0) use the spatial basis of their length, temporal edges (same site) the
+    temporal basis of their lag, so a space-time node has both a spatial and a temporal variogram.
+    """
+
+    def __init__(self, n_basis: int, scale: float, time_scale: float | None = None) -> None:
+        super().__init__(aggr="sum")
+        self.space = RadialBasis(n_basis, scale)
+        self.time = RadialBasis(n_basis, time_scale) if time_scale is not None else None
+        self.out_dim = n_basis * (2 if self.time is not None else 1)
+
+    def basis(self, edge_attr: torch.Tensor) -> torch.Tensor:
+        ds, dt = edge_attr[:, 0], edge_attr[:, 1]
+        b = self.space(ds)
+        if self.time is None:
+            return b
+        is_time = (dt > 0).to(b.dtype)[:, None]
+        return torch.cat([b * (1 - is_time), self.time(dt) * is_time], dim=1)
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor) -> torch.Tensor:
+        """Returns ``(N, 2 * out_dim)``: the weighted squared increments, then the weight sums."""
+        return self.propagate(edge_index, x=x, basis=self.basis(edge_attr))
+
+    def message(self, x_i: torch.Tensor, x_j: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+        sq = (x_i - x_j) ** 2
+        return torch.cat([basis * sq, basis], dim=1)
+
+
+class EdgeWeight(nn.Module):
+    """Edge weights from (length, lag): ``fixed`` ``exp(-d/s - lag/s_t)``, ``learned`` (a small MLP), or none."""
+
+    def __init__(self, kind: str, scale: float, time_scale: float) -> None:
+        super().__init__()
+        self.kind, self.scale, self.time_scale = kind, scale, time_scale
+        if kind == "learned":
+            self.mlp = nn.Sequential(nn.Linear(2, 16), nn.SiLU(), nn.Linear(16, 1))
+
+    def forward(self, edge_attr: torch.Tensor) -> torch.Tensor | None:
+        if self.kind == "none":
+            return None
+        scaled = torch.stack([edge_attr[:, 0] / self.scale, edge_attr[:, 1] / self.time_scale], dim=1)
+        if self.kind == "fixed":
+            return torch.exp(-scaled.sum(1))
+        return F.softplus(self.mlp(scaled)).squeeze(1) + 1e-3
+
+
+class Readout(nn.Module):
+    """Mean, sum or attention pooling of node features over each graph."""
+
+    def __init__(self, kind: str, dim: int) -> None:
+        super().__init__()
+        self.kind = kind
+        if kind == "attention":
+            self.gate = nn.Linear(dim, 1)
+
+    def forward(self, h: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
+        if self.kind == "mean":
+            return scatter(h, index, dim=0, dim_size=size, reduce="mean")
+        if self.kind == "sum":
+            return scatter(h, index, dim=0, dim_size=size, reduce="sum")
+        alpha = softmax(self.gate(h), index, num_nodes=size)
+        return scatter(alpha * h, index, dim=0, dim_size=size, reduce="sum")
+
+
+def mlp(dims: list[int], dropout: float = 0.0) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(len(dims) - 1):
+        layers.append(nn.Linear(dims[i], dims[i + 1]))
+        if i < len(dims) - 2:
+            layers.append(nn.SiLU())
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+class MaternEstimator(nn.Module):
+    """Graph-of-replicates -> log-parameters (see the module docstring).
+
+    Args:
+        mcfg, gcfg: Model and graph configs.
+        n_out: Number of free parameters ``P``.
+        center, half_width: ``(P,)`` the prior's log-scale centre and half-width; the network's raw
+            output is mapped to ``center + half_width * raw``.
+        length_scale: Typical edge length (initialises the radial bases and the fixed edge weights).
+        spacetime: Build the temporal basis too.
+    """
+
+    def __init__(
+        self, mcfg: ModelConfig, gcfg: GraphConfig, n_out: int, center: torch.Tensor, half_width: torch.Tensor,
+        *, length_scale: float, spacetime: bool = False, time_scale: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.n_out = n_out
+        self.quantiles = mcfg.quantiles
+        self.register_buffer("center", center.float().clone())
+        self.register_buffer("half_width", half_width.float().clone())
+        self.vario = VariogramConv(mcfg.n_basis, 2.0 * length_scale, time_scale if spacetime else None)
+        k = self.vario.out_dim
+        self.edge_weight = EdgeWeight(gcfg.edge_weight if mcfg.arch == "gcn" else "none",
+                                      gcfg.weight_scale, time_scale)
+        self.embed = nn.Sequential(nn.Linear(k + 1, mcfg.hidden), nn.SiLU())
+        self.convs = nn.ModuleList(
+            make_conv(mcfg.backend, mcfg.arch, mcfg.hidden, mcfg.hidden, heads=mcfg.heads, dropout=mcfg.dropout)
+            for _ in range(mcfg.depth)
+        )
+        self.readout = Readout(mcfg.readout, mcfg.hidden)
+        self.skip = mcfg.variogram_skip
+        pooled = mcfg.hidden + (k + 1 if self.skip else 0)
+        w = mcfg.deepsets_hidden
+        self.phi = mlp([pooled, w, w], mcfg.dropout)
+        self.psi = mlp([w, w, n_out * (3 if self.quantiles else 1)], mcfg.dropout)
+
+    def forward(self, batch: GraphBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Returns the point estimates ``(B, P)`` and, with the quantile head, ``(B, P, 2)`` lower/upper
+        interval ends, all on the log scale."""
+        x, ei, ea = batch.x, batch.edge_index, batch.edge_attr
+        n, g = x.shape[0], batch.num_graphs
+        k = self.vario.out_dim
+        agg = self.vario(x, ei, ea)
+        num, den = agg[:, :k], agg[:, k:]
+        node_feat = torch.cat([num / (den + EPS), x * x], dim=1)
+        h = self.embed(torch.log(node_feat + EPS))
+        if len(self.convs):
+            graph = Graph(ei, n, batch=batch.node_graph, num_graphs=g)
+            weight = self.edge_weight(ea)
+            for conv in self.convs:
+                h = h + F.silu(conv(h, graph, edge_weight=weight))
+        pooled = self.readout(h, batch.node_graph, g)
+        if self.skip:
+            sums = scatter(torch.cat([num, den, x * x], dim=1), batch.node_graph, dim=0, dim_size=g, reduce="sum")
+            counts = scatter(torch.ones_like(x), batch.node_graph, dim=0, dim_size=g, reduce="sum")
+            vario = sums[:, :k] / (sums[:, k:2 * k] + EPS)
+            var = sums[:, 2 * k:] / counts
+            pooled = torch.cat([pooled, torch.log(torch.cat([vario, var], dim=1) + EPS)], dim=1)
+        rep = self.phi(pooled)
+        field = scatter(rep, batch.graph_field, dim=0, dim_size=batch.num_fields, reduce="mean")
+        out = self.psi(field)
+        p = self.n_out
+        point = self.center + self.half_width * out[:, :p]
+        if not self.quantiles:
+            return point, None
+        lo = point - self.half_width * F.softplus(out[:, p:2 * p])
+        hi = point + self.half_width * F.softplus(out[:, 2 * p:])
+        return point, torch.stack([lo, hi], dim=2)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def pinball(pred: torch.Tensor, target: torch.Tensor, q: float) -> torch.Tensor:
+    """Quantile (pinball) loss of level ``q``, mean over elements."""
+    diff = target - pred
+    return torch.maximum(q * diff, (q - 1) * diff).mean()
+
+
+def estimator_loss(
+    point: torch.Tensor, interval: torch.Tensor | None, target: torch.Tensor, half_width: torch.Tensor,
+    *, level: float, quantile_weight: float,
+) -> torch.Tensor:
+    """MSE of the standardised log-parameters plus the pinball losses of the interval ends."""
+    loss = (((point - target) / half_width) ** 2).mean()
+    if interval is not None and quantile_weight > 0:
+        a = (1 - level) / 2
+        lo, hi = interval[..., 0] / half_width, interval[..., 1] / half_width
+        t = target / half_width
+        loss = loss + quantile_weight * (pinball(lo, t, a) + pinball(hi, t, 1 - a))
+    return loss

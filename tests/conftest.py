@@ -1,0 +1,69 @@
+"""Shared fixtures: the repo root, study-file writing, and CLI runners (in-process and subprocess)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ.setdefault("DGLBACKEND", "pytorch")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture
+def root() -> Path:
+    return ROOT
+
+
+@pytest.fixture
+def write_study(tmp_path: Path) -> Callable[..., Path]:
+    """Write a study YAML (a dict or raw text) into tmp_path and return its path."""
+
+    def write(content: dict | str, name: str = "s") -> Path:
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(content if isinstance(content, str) else yaml.safe_dump(content, sort_keys=False))
+        return path
+
+    return write
+
+
+def toy_study(**overrides) -> dict:
+    """A small valid toy study; keyword arguments replace top-level keys."""
+    study = {
+        "learner": "toy",
+        "config": str(ROOT / "configs" / "toy.yaml"),
+        "set": {"steps": 3},
+        "metrics": ["value"],
+        "directions": ["minimize"],
+        "n_trials": 4,
+        "sampler": {"name": "random", "args": {"seed": 0}},
+        "pruner": {"name": "nop"},
+        "space": {"x": {"type": "float", "low": -5, "high": 10}, "y": {"type": "float", "low": 0, "high": 15}},
+    }
+    study.update(overrides)
+    return study
+
+
+@pytest.fixture
+def cli() -> Callable[..., subprocess.CompletedProcess]:
+    """Run ``python <script> args...`` from the repo root in a subprocess (the real entry point)."""
+
+    def run(script: str, *args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, capture_output=True, text=True,
+                              timeout=timeout, env={**os.environ, **(env or {})})
+
+    return run
+
+
+def file_digest(path: Path) -> str | None:
+    """SHA-256 of a file (None when absent): proves a database was left byte-for-byte unchanged."""
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
