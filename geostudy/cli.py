@@ -245,4 +245,6 @@ def _log_to_file(path: Path) -> None:
         handler = logging.FileHandler(path, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    # WARNING, not INFO: at INFO Optuna queries the best trial after every trial just to log it.
+    # Failed trials are logged at WARNING with their traceback, which is what this file is for.
+    logger.setLevel(logging.WARNING)

@@ -131,7 +131,8 @@ def split_image(image: np.ndarray, val_fraction: float, patch: int) -> Split:
     for name, region in (("training", train), ("held-out", val)):
         if min(region.shape) < patch:
             raise DataError(f"the {name} region is {region.shape[0]}x{region.shape[1]} pixels, smaller than "
-                            f"data.patch={patch}; use a bigger image, a smaller patch or another data.val_fraction")
+                            f"the {patch}x{patch} patches it must supply (data.patch, eval.sample_size); use a bigger "
+                            f"image, a smaller data.downsample or patch, or another data.val_fraction")
     return Split(train=train, val=val)
 
 

@@ -47,18 +47,28 @@ class ModelConfig:
             raise ConfigError(f"must be odd, but got {self.kernel!r}", file=file, key=f"{prefix}kernel")
 
 
-def map_features(maps: np.ndarray, wrapped: bool) -> tuple[np.ndarray, np.ndarray]:
-    """``(B, n, n)`` maps -> channels ``(B, C, n, n)`` float32 and the raw scalar ``(B, 1)`` (log RMS)."""
+def map_features(maps: np.ndarray, wrapped: bool, mask: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(B, n, n)`` maps -> channels ``(B, C, n, n)`` float32 and the raw scalar ``(B, 1)`` (log RMS).
+
+    Channels: the map over its RMS (or cos φ, sin φ when ``wrapped``), then the valid-pixel mask when
+    ``mask`` (maps with holes). Holes (NaN) are zero in every channel.
+    """
     valid = ~np.isnan(maps)
     filled = np.where(valid, maps, 0.0).astype(np.float32)
-    mask = valid.astype(np.float32)
-    if wrapped:
-        chans = [np.cos(filled) * mask, np.sin(filled) * mask, mask]
-        return np.stack(chans, axis=1).astype(np.float32), np.zeros((len(maps), 1), np.float32)
-    count = np.maximum(mask.sum(axis=(1, 2)), 1.0)
-    rms = np.sqrt((filled.astype(np.float64) ** 2).sum(axis=(1, 2)) / count) + 1e-12
-    x = filled / rms[:, None, None].astype(np.float32)
-    return np.stack([x, mask], axis=1).astype(np.float32), np.log(rms)[:, None].astype(np.float32)
+    chans = [np.cos(filled) * valid, np.sin(filled) * valid] if wrapped else [filled]
+    scalar = np.zeros((len(maps), 1), np.float32)
+    if not wrapped:
+        count = np.maximum(valid.sum(axis=(1, 2)), 1)
+        rms = np.sqrt((filled.astype(np.float64) ** 2).sum(axis=(1, 2)) / count) + 1e-12
+        chans = [filled / rms[:, None, None].astype(np.float32)]
+        scalar = np.log(rms)[:, None].astype(np.float32)
+    if mask:
+        chans.append(valid.astype(np.float32))
+    return np.stack(chans, axis=1).astype(np.float32), scalar
+
+
+def in_channels(wrapped: bool, mask: bool) -> int:
+    return (2 if wrapped else 1) + int(mask)
 
 
 class TargetTransform:

@@ -1,0 +1,44 @@
+"""Classification metrics: accuracy, balanced accuracy, macro-F1, per-class F1, confusion matrix.
+
+Written in NumPy (no scikit-learn at run time) with scikit-learn's conventions, which the tests
+check against: macro-F1 averages over the classes present in ``y_true`` or ``y_pred`` (a class
+predicted but absent scores 0); balanced accuracy averages the recall of the classes present in
+``y_true``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """``(k, k)`` counts, rows = true class, columns = predicted class."""
+    y_true, y_pred = np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)
+    return np.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def per_class_f1(cm: np.ndarray) -> np.ndarray:
+    """F1 of each class; NaN for a class neither present nor predicted."""
+    tp = np.diag(cm).astype(np.float64)
+    support, predicted = cm.sum(1), cm.sum(0)
+    denom = support + predicted
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), np.nan)
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> dict[str, float]:
+    """``accuracy``, ``balanced_accuracy`` and ``f1_macro`` (NaN when ``y_true`` is empty)."""
+    if len(y_true) == 0:
+        return {"accuracy": math.nan, "balanced_accuracy": math.nan, "f1_macro": math.nan}
+    cm = confusion_matrix(y_true, y_pred, num_classes)
+    support = cm.sum(1)
+    present = support > 0
+    recall = np.diag(cm)[present] / support[present]
+    f1 = per_class_f1(cm)
+    return {
+        "accuracy": float(np.trace(cm) / cm.sum()),
+        "balanced_accuracy": float(recall.mean()),
+        "f1_macro": float(np.nanmean(f1)),
+    }
