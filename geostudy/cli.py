@@ -10,7 +10,9 @@ import argparse
 import datetime as dt
 import json
 import logging
+import os
 import signal
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,6 +23,7 @@ from geostudy.errors import ConfigError, GeostudyError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+STORAGE_ENV = "GEOSTUDY_STORAGE"
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -149,7 +152,12 @@ def study_main(argv: Sequence[str] | None = None) -> int:
     _add_set(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar or per-trial lines")
     parser.add_argument("--no-catch", action="store_true", help="stop at the first failing trial (debugging)")
+    parser.add_argument("--jobs", type=_positive_int, default=1,
+                        help="worker processes on this machine sharing the study's storage (default 1)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a --jobs child: no summary
     review = parser.add_argument_group("review a stored study (no new trials are run)")
+    review.add_argument("--copy-to", metavar="URL",
+                        help="copy the study from --storage to another storage, e.g. sqlite:///out/S/S.db")
     review.add_argument("--report", action="store_true", help="write <out>/<study>/report.html and trials.csv")
     review.add_argument("--dashboard", action="store_true", help="serve optuna-dashboard on the study and its artifacts")
     review.add_argument("--host", default="127.0.0.1", help="dashboard host (default 127.0.0.1)")
@@ -171,11 +179,12 @@ def _study(args: argparse.Namespace) -> int:
         raise ConfigError("the study needs an end: set n_trials or timeout in the file, or pass --n-trials/--timeout",
                           file=spec.file, key="n_trials")
     out_dir = Path(args.out)
-    storage_url = args.storage or default_storage_url(out_dir, spec.name)
+    # A --jobs child gets the URL through the environment: a password never shows in `ps`.
+    storage_url = args.storage or os.environ.get(STORAGE_ENV) or default_storage_url(out_dir, spec.name)
     if args.storage:
         check_url(storage_url)  # before anything is created; the default folder is made below
     plan = StudyPlan(spec=spec, storage_url=storage_url, out_dir=out_dir, n_trials=n_trials, timeout=timeout)
-    if args.report or args.dashboard:
+    if args.report or args.dashboard or args.copy_to:
         return _review(args, plan)
     plan.study_dir.mkdir(parents=True, exist_ok=True)
     _log_to_file(plan.study_dir / f"{spec.name}.log")
@@ -185,12 +194,22 @@ def _study(args: argparse.Namespace) -> int:
     print(f"study {spec.name}: learner {spec.learner.name}, sampler {spec.sampler.name}, pruner {spec.pruner.name}; "
           f"storage {redact(storage_url)}; target {target}; {done} already finished", file=sys.stderr, flush=True)
     _sigterm_as_interrupt()
+    if args.worker:
+        try:
+            guard = optimize(plan, study, progress=False, catch=not args.no_catch)
+        except KeyboardInterrupt:
+            return EXIT_INTERRUPTED
+        return 1 if guard.tripped else 0
+    children = _start_workers(args, plan) if args.jobs > 1 else []
     interrupted = False
     guard = None
     try:
         guard = optimize(plan, study, progress=not args.no_progress, catch=not args.no_catch)
+        for child in children:
+            child.wait()
     except KeyboardInterrupt:
         interrupted = True
+        _stop_workers(children)
     print(summary_text(study, spec))
     best = write_best_config(study, spec, plan.study_dir / "best_config.yaml")
     write_trials_csv(study, spec, plan.study_dir / "trials.csv")
@@ -211,12 +230,55 @@ def _study(args: argparse.Namespace) -> int:
     return 0
 
 
+def _start_workers(args: argparse.Namespace, plan: Any) -> list[subprocess.Popen]:
+    """Start ``--jobs - 1`` more worker processes on the same study (this process is one too)."""
+    argv = ["--study", str(plan.spec.file), "--out", str(plan.out_dir), "--worker"]
+    if plan.n_trials is not None:
+        argv += ["--n-trials", str(plan.n_trials)]
+    if plan.timeout is not None:
+        argv += ["--timeout", str(plan.timeout)]
+    if args.overrides:
+        argv += ["--set", *args.overrides]
+    if args.no_catch:
+        argv.append("--no-catch")
+    env = {**os.environ, STORAGE_ENV: plan.storage_url}
+    code = "import sys; from geostudy.cli import study_main; sys.exit(study_main(sys.argv[1:]))"
+    return [subprocess.Popen([sys.executable, "-c", code, *argv], env=env) for _ in range(args.jobs - 1)]
+
+
+def _stop_workers(children: list[subprocess.Popen]) -> None:
+    """Ctrl-C reaches the children from the terminal; a SIGTERM to us must be passed on."""
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    for child in children:
+        try:
+            child.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
 def _review(args: argparse.Namespace, plan: Any) -> int:
-    """``--report`` / ``--dashboard``: look at a stored study without running trials."""
+    """``--copy-to`` / ``--report`` / ``--dashboard``: work on a stored study without running trials."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     from geostudy.study.export import display_path, write_trials_csv
     from geostudy.study.runner import load_existing
 
     study = load_existing(plan)
+    if args.copy_to:
+        from geostudy.study.export import dashboard_command
+        from geostudy.study.storage import check_url, open_storage, redact
+
+        check_url(args.copy_to)
+        target = open_storage(args.copy_to)
+        if plan.spec.name in [s.study_name for s in optuna.get_all_study_summaries(target, include_best_trial=False)]:
+            raise ConfigError(f"study {plan.spec.name!r} already exists in {redact(args.copy_to)}; choose another target",
+                              file="--copy-to")
+        optuna.copy_study(from_study_name=plan.spec.name, from_storage=study._storage, to_storage=target)
+        print(f"Copied {len(study.trials)} trials of {plan.spec.name!r} to {redact(args.copy_to)}")
+        print(f"Dashboard: {dashboard_command(args.copy_to, plan.artifacts)}")
     if args.report:
         from geostudy.study.report import write_report
 

@@ -99,9 +99,12 @@ class Objective:
                 upload_run_outputs(trial, self.store, {**figures, **result.files})
         except optuna.TrialPruned:
             raise
+        except KeyboardInterrupt as err:
+            # Optuna marks the trial FAIL on the way out; say why, so nobody hunts for a bug.
+            trial.set_user_attr("fail_reason", f"interrupted ({err or 'Ctrl-C'}); the study can be resumed")
+            raise
         except BaseException as err:
-            if not isinstance(err, KeyboardInterrupt):
-                trial.set_user_attr("fail_reason", describe_error(err))
+            trial.set_user_attr("fail_reason", describe_error(err))
             raise
         return self._values(trial, result)
 

@@ -19,6 +19,8 @@ from geostudy.study.storage import open_storage, redact
 
 # A study whose trials all fail would otherwise loop forever; this many failures in a row stop it.
 MAX_CONSECUTIVE_FAILURES = 10
+# How often a worker that has nothing left to start looks again at the others' running trials.
+WAIT_FOR_OTHERS_S = 1.0
 
 
 @dataclass
@@ -138,7 +140,7 @@ class Progress:
 
 
 class FailureGuard:
-    """Stops the study after too many failed trials in a row (a broken config would loop forever)."""
+    """Stops the worker after too many failed trials in a row (a broken config would loop forever)."""
 
     def __init__(self, limit: int = MAX_CONSECUTIVE_FAILURES) -> None:
         self.limit = limit
@@ -149,22 +151,23 @@ class FailureGuard:
         self.in_a_row = self.in_a_row + 1 if trial.state == TrialState.FAIL else 0
         if self.in_a_row >= self.limit:
             self.tripped = True
-            study.stop()
+
+
+def _counts(study: optuna.Study) -> dict[TrialState, int]:
+    trials = study.get_trials(deepcopy=False)
+    return {state: sum(t.state == state for t in trials) for state in TrialState}
 
 
 def optimize(plan: StudyPlan, study: optuna.Study, *, progress: bool = True, catch: bool = True) -> FailureGuard:
     """Run trials until the study holds ``plan.n_trials`` finished (complete or pruned) trials.
 
     Re-running the same command resumes: the count includes trials stored by earlier runs and by
-    other workers sharing the storage.
+    other workers sharing the storage. With several workers, one whose next trial would pass the
+    target waits for the others' running trials instead: if one of them dies, its trial is failed
+    by the heartbeat check and re-run (waiting), and the study still ends with exactly N finished.
     """
     guard = FailureGuard()
-    remaining = None if plan.n_trials is None else plan.n_trials - finished_count(study)
-    if remaining is not None and remaining <= 0:
-        return guard
     callbacks: list = [guard]
-    if plan.n_trials is not None:
-        callbacks.append(optuna.study.MaxTrialsCallback(plan.n_trials, states=FINISHED))
     try:  # TEMP-WIRING: remove the guard once notes.py lands
         from geostudy.study.notes import NoteWriter
 
@@ -175,10 +178,21 @@ def optimize(plan: StudyPlan, study: optuna.Study, *, progress: bool = True, cat
     bar = Progress(study, plan.spec, plan.n_trials, enabled=progress)
     callbacks.append(bar)
     objective = Objective(plan.spec, plan.artifacts)
+    deadline = None if plan.timeout is None else time.monotonic() + plan.timeout
+    heartbeat = plan.spec.heartbeat_interval is not None
     try:
-        # n_trials=None with MaxTrialsCallback: failed trials are retried until N have finished.
-        study.optimize(objective, n_trials=None, timeout=plan.timeout,
-                       catch=(Exception,) if catch else (), callbacks=callbacks)
+        while not guard.tripped and (deadline is None or time.monotonic() < deadline):
+            if plan.n_trials is not None:
+                counts = _counts(study)
+                finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
+                if finished >= plan.n_trials:
+                    break
+                if counts[TrialState.WAITING] == 0 and finished + counts[TrialState.RUNNING] >= plan.n_trials:
+                    if heartbeat:
+                        optuna.storages.fail_stale_trials(study)
+                    time.sleep(WAIT_FOR_OTHERS_S)
+                    continue
+            study.optimize(objective, n_trials=1, catch=(Exception,) if catch else (), callbacks=callbacks)
     finally:
         bar.close()
     return guard

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -10,14 +11,13 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from geostudy.errors import DataError
 from geostudy.learners.ardm import plots
 from geostudy.learners.ardm.config import ArdmConfig
 from geostudy.learners.ardm.data import (
     HardData,
+    Split,
     load_training_image,
     random_patches,
-    resolve_path,
     split_image,
 )
 from geostudy.learners.ardm.evaluate import image_stats, mismatch
@@ -44,6 +44,53 @@ def hard_data_for(cfg: ArdmConfig, held_out: np.ndarray, rng: np.random.Generato
     return HardData.draw(truth, cfg.eval.n_hard, rng), truth
 
 
+@dataclass
+class FittedModel:
+    """A trained network (the EMA weights, in eval mode), its data split and its epoch history."""
+
+    model: UNet
+    split: Split
+    history: list[dict[str, float]]
+    device: torch.device
+
+
+def train_model(cfg: ArdmConfig, ctx: RunContext) -> FittedModel:
+    """Load the data, build the UNet and train it with AdamW, EMA and gradient clipping.
+
+    ``val_bpp`` (validation NLL bound, bits per pixel, EMA weights) is reported every epoch through
+    ``ctx.report``, which may raise ``optuna.TrialPruned``.
+    """
+    generator = seed_everything(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    device = resolve_device(cfg.device)
+    image = load_training_image(cfg.data, cfg.seed)
+    split = split_image(image, cfg.data.val_fraction, max(cfg.data.patch, cfg.sample_size))
+    val = torch.as_tensor(random_patches(split.val, cfg.train.val_patches, cfg.data.patch,
+                                         np.random.default_rng(cfg.seed + 1)), device=device)
+
+    model = build_model(cfg).to(device)
+    ema = Ema(model, cfg.optim.ema)
+    optimizer = make_optimizer("adamw", model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+
+    def train_epoch(epoch: int) -> float:
+        model.train()
+        losses = []
+        for _ in range(cfg.train.steps_per_epoch):
+            batch = random_patches(split.train, cfg.train.batch_size, cfg.data.patch, rng, flips=cfg.data.flips,
+                                   rot90=cfg.data.rot90)
+            losses.append(train_step(model, optimizer, torch.as_tensor(batch, device=device), generator,
+                                     cfg.optim.grad_clip))
+            ema.update(model)
+        return float(np.mean(losses))
+
+    def evaluate(epoch: int) -> dict[str, float]:
+        return {"val_bpp": bits_per_pixel(ema.model, val, repeats=cfg.train.val_repeats, seed=cfg.seed + 3,
+                                          batch_size=cfg.train.batch_size)}
+
+    history = run_epochs(cfg.train.epochs, train_epoch, evaluate, ctx)
+    return FittedModel(model=ema.model.eval(), split=split, history=history, device=device)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -67,59 +114,28 @@ class ArdmLearner(Learner):
     def check_config(self, config: Mapping[str, Any], *, file: str | Path | None = None) -> None:
         cfg: ArdmConfig = self.parse_config(config, file=file)
         if cfg.data.source == "file":
-            path = resolve_path(cfg.data.path)
-            if not path.is_file():
-                raise DataError("training image not found; put the file there, or set data.source: procedural",
-                                file=path)
+            # Loads the image: a missing file or one with too many grey levels fails before any storage.
+            split_image(load_training_image(cfg.data, cfg.seed), cfg.data.val_fraction,
+                        max(cfg.data.patch, cfg.sample_size))
         if cfg.eval.hard_data is not None:
             HardData.from_list(cfg.eval.hard_data, cfg.sample_size, cfg.data.n_categories)
 
     def run(self, config: Mapping[str, Any], ctx: RunContext) -> RunResult:
         cfg: ArdmConfig = self.parse_config(config)
-        generator = seed_everything(cfg.seed)
-        rng = np.random.default_rng(cfg.seed)
-        device = resolve_device(cfg.device)
         size, n_classes = cfg.sample_size, cfg.data.n_categories
-
-        # Data: the image, its held-out band, fixed validation patches.
-        image = load_training_image(cfg.data, cfg.seed)
-        split = split_image(image, cfg.data.val_fraction, max(cfg.data.patch, size))
-        val = torch.as_tensor(random_patches(split.val, cfg.train.val_patches, cfg.data.patch,
-                                             np.random.default_rng(cfg.seed + 1)), device=device)
+        fit = train_model(cfg, ctx)
+        device, split, history = fit.device, fit.split, fit.history
         hard, hard_truth = hard_data_for(cfg, split.val, np.random.default_rng(cfg.seed + 2))
-
-        # Model, EMA, optimizer.
-        model = build_model(cfg).to(device)
-        ema = Ema(model, cfg.optim.ema)
-        optimizer = make_optimizer("adamw", model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-
-        def train_epoch(epoch: int) -> float:
-            model.train()
-            losses = []
-            for _ in range(cfg.train.steps_per_epoch):
-                batch = random_patches(split.train, cfg.train.batch_size, cfg.data.patch, rng, flips=cfg.data.flips,
-                                       rot90=cfg.data.rot90)
-                losses.append(train_step(model, optimizer, torch.as_tensor(batch, device=device), generator,
-                                         cfg.optim.grad_clip))
-                ema.update(model)
-            return float(np.mean(losses))
-
-        def evaluate(epoch: int) -> dict[str, float]:
-            bpp = bits_per_pixel(ema.model, val, repeats=cfg.train.val_repeats, seed=cfg.seed + 3,
-                                 batch_size=cfg.train.batch_size)
-            return {"val_bpp": bpp}
-
-        history = run_epochs(cfg.train.epochs, train_epoch, evaluate, ctx)
 
         # Sampling: unconditional (timed) and conditional on the hard data.
         ctx.log(f"sampling {cfg.eval.n_samples} realisations of {size}x{size} in {cfg.eval.call_budget} calls")
         _sync(device)
         start = time.perf_counter()
-        uncond = sample(ema.model, cfg.eval.n_samples, size, budget=cfg.eval.call_budget, seed=cfg.seed + 4,
+        uncond = sample(fit.model, cfg.eval.n_samples, size, budget=cfg.eval.call_budget, seed=cfg.seed + 4,
                         batch_size=cfg.eval.batch_size, device=device)
         _sync(device)
         seconds = time.perf_counter() - start
-        cond = sample(ema.model, cfg.eval.n_conditional, size, budget=cfg.eval.call_budget, hard=hard,
+        cond = sample(fit.model, cfg.eval.n_conditional, size, budget=cfg.eval.call_budget, hard=hard,
                       seed=cfg.seed + 5, batch_size=cfg.eval.batch_size, device=device)
 
         # Evaluation against held-out patches of the training image.
@@ -141,7 +157,7 @@ class ArdmLearner(Learner):
                  "model": workdir / "model_ema.pt"}
         np.save(files["samples"], uncond.images.astype(np.uint8))
         np.save(files["conditional_samples"], cond.images.astype(np.uint8))
-        torch.save(ema.model.state_dict(), files["model"])
+        torch.save(fit.model.state_dict(), files["model"])
 
         shown = {k: metrics[k] for k in ("variogram_mismatch", "connectivity_mismatch", "proportion_error")}
         figures = {

@@ -155,8 +155,15 @@ class MaternEstimator(nn.Module):
         self.skip = mcfg.variogram_skip
         pooled = mcfg.hidden + (k + 1 if self.skip else 0)
         w = mcfg.deepsets_hidden
+        n_heads = n_out * (3 if self.quantiles else 1)
         self.phi = mlp([pooled, w, w], mcfg.dropout)
-        self.psi = mlp([w, w, n_out * (3 if self.quantiles else 1)], mcfg.dropout)
+        self.psi = mlp([w, w, n_heads], mcfg.dropout)
+        # A linear path from the log binned variogram: for small lags log gamma(d) is close to linear in
+        # log(range) and log(variance), so this gets the bulk of the answer from the first steps on.
+        self.direct = nn.Linear(k + 1, n_heads) if self.skip else None
+        if self.direct is not None:
+            nn.init.zeros_(self.direct.weight)
+            nn.init.zeros_(self.direct.bias)
 
     def forward(self, batch: GraphBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Returns the point estimates ``(B, P)`` and, with the quantile head, ``(B, P, 2)`` lower/upper
@@ -174,15 +181,20 @@ class MaternEstimator(nn.Module):
             for conv in self.convs:
                 h = h + F.silu(conv(h, graph, edge_weight=weight))
         pooled = self.readout(h, batch.node_graph, g)
+        log_vario = None
         if self.skip:
             sums = scatter(torch.cat([num, den, x * x], dim=1), batch.node_graph, dim=0, dim_size=g, reduce="sum")
             counts = scatter(torch.ones_like(x), batch.node_graph, dim=0, dim_size=g, reduce="sum")
             vario = sums[:, :k] / (sums[:, k:2 * k] + EPS)
             var = sums[:, 2 * k:] / counts
-            pooled = torch.cat([pooled, torch.log(torch.cat([vario, var], dim=1) + EPS)], dim=1)
+            log_vario = torch.log(torch.cat([vario, var], dim=1) + EPS)
+            pooled = torch.cat([pooled, log_vario], dim=1)
         rep = self.phi(pooled)
         field = scatter(rep, batch.graph_field, dim=0, dim_size=batch.num_fields, reduce="mean")
         out = self.psi(field)
+        if self.direct is not None and log_vario is not None:
+            mean_log = scatter(log_vario, batch.graph_field, dim=0, dim_size=batch.num_fields, reduce="mean")
+            out = out + self.direct(mean_log)
         p = self.n_out
         point = self.center + self.half_width * out[:, :p]
         if not self.quantiles:
