@@ -303,10 +303,13 @@ def _log_to_file(path: Path) -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.disable_default_handler()
     logger = logging.getLogger("optuna")
-    if not any(isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path.resolve() for h in logger.handlers):
-        handler = logging.FileHandler(path, encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        logger.addHandler(handler)
+    for old in [h for h in logger.handlers if getattr(h, "geostudy", False)]:
+        logger.removeHandler(old)  # one study log at a time, also when called in-process repeatedly
+        old.close()
+    handler = logging.FileHandler(path, encoding="utf-8", delay=True)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.geostudy = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
     # WARNING, not INFO: at INFO Optuna queries the best trial after every trial just to log it.
     # Failed trials are logged at WARNING with their traceback, which is what this file is for.
     logger.setLevel(logging.WARNING)

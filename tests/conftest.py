@@ -6,6 +6,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -67,3 +68,34 @@ def cli() -> Callable[..., subprocess.CompletedProcess]:
 def file_digest(path: Path) -> str | None:
     """SHA-256 of a file (None when absent): proves a database was left byte-for-byte unchanged."""
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory) -> str:
+    """A real PostgreSQL 16 server (the ``pgserver`` package) for this test session; no mocks."""
+    import warnings
+
+    import pgserver
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns that XDG_RUNTIME_DIR is unset
+        # Not under pytest's tmp folder: that is private to root, and the server runs as its own user.
+        server = pgserver.get_server(tempfile.mkdtemp(prefix="geostudy-pg-"), cleanup_mode="stop")
+    uri = server.get_uri()  # postgresql://postgres:@/postgres?host=/tmp/...
+    yield uri.replace("postgresql://", "postgresql+psycopg://", 1)
+    server.cleanup()
+
+
+@pytest.fixture
+def fresh_pg_db(postgres_url) -> str:
+    """A new empty database on the session's server, so tests never see each other's studies."""
+    import uuid
+
+    import sqlalchemy
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    engine = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return postgres_url.replace("/postgres?", f"/{name}?", 1)

@@ -229,5 +229,7 @@ def test_report_of_a_multi_objective_study_has_the_pareto_front(tmp_path, write_
     pareto = page.split('<section id="pareto">')[1].split("</section>")[0]
     assert "Plotly.newPlot(" in pareto
     assert "multi-objective studies report no per-step values" in page
-    assert "Importances" in page  # 6 complete trials: drawn for both objectives
+    importance = page.split('<section id="importance">')[1].split("</section>")[0]
+    assert "Plotly.newPlot(" in importance  # 6 complete trials: drawn, one bar per objective
+    assert '"name":"value"' in importance and '"name":"distance"' in importance
     assert page.count("Optimization History Plot") == 2  # one per objective

@@ -9,6 +9,7 @@ one-line error instead of a traceback.
 from __future__ import annotations
 
 import errno
+import socket
 import sys
 from pathlib import Path
 from socketserver import ThreadingMixIn
@@ -22,6 +23,10 @@ from geostudy.study.storage import open_storage, redact
 
 class _ThreadedServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True  # Ctrl-C does not wait for a browser's open connections
+
+
+class _ThreadedServer6(_ThreadedServer):
+    address_family = socket.AF_INET6
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -49,12 +54,11 @@ def make_dashboard_server(storage_url: str, artifact_dir: Path, *, host: str, po
     import optuna_dashboard
 
     storage = open_storage(storage_url)
+    # The dashboard reads what workers write, and writes notes itself: it gets Optuna's own RDBStorage
+    # (as optuna-dashboard's CLI would), not the workers' write-behind cache in front of it.
+    storage = getattr(storage, "backend", storage)
     app = optuna_dashboard.wsgi(storage, artifact_store=make_store(Path(artifact_dir)))
-    server_class = _ThreadedServer
-    if ":" in host:
-        import socket
-
-        server_class = type("_ThreadedServer6", (_ThreadedServer,), {"address_family": socket.AF_INET6})
+    server_class = _ThreadedServer6 if ":" in host else _ThreadedServer
     try:
         return make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
     except OSError as err:

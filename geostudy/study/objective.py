@@ -6,7 +6,7 @@ import math
 import platform
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cache
 from importlib import metadata
 from pathlib import Path
@@ -78,11 +78,14 @@ class Objective:
     reason) as user attributes, and return the study's metric(s).
     """
 
-    def __init__(self, spec: StudySpec, artifact_folder: Path) -> None:
+    def __init__(self, spec: StudySpec, artifact_folder: Path, on_start: Callable[[], None] | None = None) -> None:
         self.spec = spec
         self.store = make_store(artifact_folder)
+        self.on_start = on_start
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
+        if self.on_start is not None:
+            self.on_start()  # the trial is RUNNING in the storage now: other workers may count it
         spec = self.spec
         params = spec.space.suggest(trial)
         config = spec.config_for(params)

@@ -60,6 +60,11 @@ def _note(text: str) -> str:
     return f'<p class="absent">{_esc(text)}</p>'
 
 
+def _objective(index: int) -> Callable[[FrozenTrial], float]:
+    """Optuna's ``target=`` for the index-th objective (plots need one for multi-objective studies)."""
+    return lambda trial: trial.values[index]
+
+
 def _sign(study: optuna.Study, index: int) -> int:
     return 1 if study.directions[index] == StudyDirection.MINIMIZE else -1
 
@@ -101,8 +106,7 @@ def compute_importances(study: optuna.Study, metrics: Sequence[str]) -> tuple[di
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                result[metric] = optuna.importance.get_param_importances(
-                    study, target=lambda t, i=i: t.values[i])
+                result[metric] = optuna.importance.get_param_importances(study, target=_objective(i))
         except (RuntimeError, ValueError, ZeroDivisionError) as err:
             return {}, f"Importances could not be computed: {' '.join(str(err).split())[:200]}"
     return result, ""
@@ -256,8 +260,8 @@ def build_sections(study: optuna.Study, spec: StudySpec, artifact_dir: Path, rep
     sections.append(Section("top", "Top trials", body))
 
     if complete:
-        parts = [figs.attempt(lambda i=i, m=m: vis.plot_optimization_history(
-            study, target=(lambda t, i=i: t.values[i]) if multi else None, target_name=m)) for i, m in enumerate(metrics)]
+        parts = [figs.attempt(lambda i=i, m=m: vis.plot_optimization_history(  # type: ignore[misc]
+            study, target=_objective(i) if multi else None, target_name=m)) for i, m in enumerate(metrics)]
         body = "".join(parts)
     else:
         body = none_complete
@@ -272,7 +276,7 @@ def build_sections(study: optuna.Study, spec: StudySpec, artifact_dir: Path, rep
     elif not has_params:
         body = no_params
     else:
-        target = (lambda t: t.values[0]) if multi else None
+        target = _objective(0) if multi else None
         body = figs.attempt(lambda: vis.plot_parallel_coordinate(study, params=params[:PARALLEL_PARAMS],
                                                                 target=target, target_name=metrics[0]))
     sections.append(Section("parallel", "Parallel coordinates", body))
@@ -283,7 +287,7 @@ def build_sections(study: optuna.Study, spec: StudySpec, artifact_dir: Path, rep
         body = no_params
     else:
         top_params = params[:SLICE_PARAMS]
-        target = (lambda t: t.values[0]) if multi else None
+        target = _objective(0) if multi else None
         lead = (f"<p>The {len(top_params)} most important parameter(s) against {_esc(metrics[0])}.</p>"
                 if importance else f"<p>Parameters against {_esc(metrics[0])} (too few trials to rank them).</p>")
         slice_html = figs.attempt(lambda: vis.plot_slice(study, params=top_params, target=target,

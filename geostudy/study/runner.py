@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import sys
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,6 +155,59 @@ class FailureGuard:
             self.tripped = True
 
 
+class SlotLock:
+    """Serialises "count the trials, then start one" across workers, so N means exactly N.
+
+    Held from the count until the new trial is RUNNING in the storage (the objective releases it
+    as its first act). SQLite workers share a machine: a file lock beside the database. PostgreSQL
+    workers may not: a session-level advisory lock. Other databases run without it and may end a
+    trial or two above N.
+    """
+
+    def __init__(self, storage_url: str, study_name: str) -> None:
+        from geostudy.study.storage import sqlite_path
+
+        self._file = None
+        self._pg_conn = None
+        self._key = zlib.crc32(study_name.encode())
+        db = sqlite_path(storage_url)
+        if db is not None:
+            self._path: Path | None = db.with_name(db.name + ".slot.lock")
+        else:
+            self._path = None
+            if storage_url.startswith("postgresql"):
+                import sqlalchemy
+
+                self._engine = sqlalchemy.create_engine(storage_url, poolclass=sqlalchemy.pool.NullPool)
+        self.held = False
+
+    def acquire(self) -> None:
+        if self._path is not None:
+            self._file = open(self._path, "a+")  # noqa: SIM115 (held across calls on purpose)
+            fcntl.flock(self._file, fcntl.LOCK_EX)
+        elif hasattr(self, "_engine"):
+            import sqlalchemy
+
+            self._pg_conn = self._engine.connect()
+            self._pg_conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self._key})
+        self.held = True
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        self.held = False
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+        if self._pg_conn is not None:
+            import sqlalchemy
+
+            self._pg_conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
+            self._pg_conn.close()
+            self._pg_conn = None
+
+
 def _counts(study: optuna.Study) -> dict[TrialState, int]:
     trials = study.get_trials(deepcopy=False)
     return {state: sum(t.state == state for t in trials) for state in TrialState}
@@ -177,22 +232,27 @@ def optimize(plan: StudyPlan, study: optuna.Study, *, progress: bool = True, cat
         pass
     bar = Progress(study, plan.spec, plan.n_trials, enabled=progress)
     callbacks.append(bar)
-    objective = Objective(plan.spec, plan.artifacts)
+    lock = SlotLock(plan.storage_url, plan.spec.name)
+    objective = Objective(plan.spec, plan.artifacts, on_start=lock.release)
     deadline = None if plan.timeout is None else time.monotonic() + plan.timeout
     heartbeat = plan.spec.heartbeat_interval is not None
     try:
         while not guard.tripped and (deadline is None or time.monotonic() < deadline):
             if plan.n_trials is not None:
+                lock.acquire()
                 counts = _counts(study)
                 finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
                 if finished >= plan.n_trials:
                     break
                 if counts[TrialState.WAITING] == 0 and finished + counts[TrialState.RUNNING] >= plan.n_trials:
+                    lock.release()
                     if heartbeat:
                         optuna.storages.fail_stale_trials(study)
                     time.sleep(WAIT_FOR_OTHERS_S)
                     continue
             study.optimize(objective, n_trials=1, catch=(Exception,) if catch else (), callbacks=callbacks)
+            lock.release()
     finally:
+        lock.release()
         bar.close()
     return guard

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -48,7 +48,7 @@ def hard_data_for(cfg: ArdmConfig, held_out: np.ndarray, rng: np.random.Generato
 class FittedModel:
     """A trained network (the EMA weights, in eval mode), its data split and its epoch history."""
 
-    model: UNet
+    model: torch.nn.Module
     split: Split
     history: list[dict[str, float]]
     device: torch.device

@@ -15,7 +15,7 @@ from geostudy.learners.ardm.evaluate import ImageStats
 
 def _cmap(n_classes: int) -> tuple[ListedColormap, BoundaryNorm]:
     base = ["#2b2b2b", "#f2c14e", "#4ea5d9", "#d1495b", "#66a182", "#8e6c8a", "#edae49", "#00798c"]
-    colors = base[:n_classes] if n_classes <= len(base) else plt.get_cmap("tab20").colors[:n_classes]
+    colors = base[:n_classes] if n_classes <= len(base) else list(plt.get_cmap("tab20")(np.arange(n_classes) % 20))
     return ListedColormap(colors), BoundaryNorm(np.arange(n_classes + 1) - 0.5, n_classes)
 
 
@@ -70,7 +70,7 @@ def statistics_comparison(ours: ImageStats, ref: ImageStats, metrics: dict[str, 
     lags = np.arange(1, n_lags + 1)
     # With two classes both indicator variograms are the same curve: show class 1 only.
     var_classes = [1] if n_classes == 2 else list(range(n_classes))
-    colors = plt.get_cmap("tab10").colors
+    colors = plt.get_cmap("tab10")(np.arange(10))
     fig, axes = plt.subplots(2, 2, figsize=(9, 6.4), sharex=True)
     for axis, name in ((0, "x"), (1, "y")):
         ax = axes[0, axis]

@@ -76,21 +76,23 @@ def base_kernel(
     """
     check_kernel_name(name, key)
     dims = tuple(int(d) for d in active_dims)
-    ard_dims = len(dims) if ard else None
     constraint = _lengthscale_constraint(min_lengthscale)
+    common: dict = {"active_dims": dims, "lengthscale_constraint": constraint}
+    if ard and len(dims) > 1:
+        common["ard_num_dims"] = len(dims)
     kernel: Kernel
     if name == "disabled":
         return None
     if name == "rbf":
-        kernel = RBFKernel(ard_num_dims=ard_dims, active_dims=dims, lengthscale_constraint=constraint)
+        kernel = RBFKernel(**common)
     elif name.startswith("matern"):
         nu = {"matern12": 0.5, "matern32": 1.5, "matern52": 2.5}[name]
-        kernel = MaternKernel(nu=nu, ard_num_dims=ard_dims, active_dims=dims, lengthscale_constraint=constraint)
+        kernel = MaternKernel(nu=nu, **common)
     elif name == "periodic":
-        kernel = PeriodicKernel(ard_num_dims=ard_dims, active_dims=dims, lengthscale_constraint=constraint)
+        kernel = PeriodicKernel(**common)
         kernel.period_length = 0.5
     elif name == "rq":
-        kernel = RQKernel(ard_num_dims=ard_dims, active_dims=dims, lengthscale_constraint=constraint)
+        kernel = RQKernel(**common)
     elif name == "spectral_mixture":
         if num_mixtures < 1:
             raise ConfigError(f"must be >= 1, but got {num_mixtures}", key="model.num_mixtures")

@@ -26,7 +26,7 @@ class SyntheticConfig:
     depth_step: float = 5.0
     dip_deg: float = 4.0
     channel: bool = True
-    noise: float = 0.6
+    noise: float = 1.5
     label_noise: float = 0.03
     unlabeled_fraction: float = 0.0
     seed: int | None = None

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 
 from geostudy.errors import DataError
 from geostudy.learners.base import Learner, RunContext, RunResult
@@ -68,11 +67,11 @@ class MaternLearner(Learner):
         metrics = {name: math.nan for name in self.metrics}
         if cfg.mode == "estimate":
             self.check_config(config)
-            summary, files = estimate_csv(cfg, Path(ctx.workdir), device)
+            summary, written = estimate_csv(cfg, Path(ctx.workdir), device)
             for row in summary["parameters"]:
                 metrics[f"estimate_{row['parameter']}"] = float(row["gnn"])
                 metrics[f"estimate_mle_{row['parameter']}"] = float(row["mle"])
-            return RunResult(metrics=metrics, files=files, tables={"estimates": summary})
+            return RunResult(metrics=metrics, files=written, tables={"estimates": summary})
         free = cfg.free_params()
         # Independent streams: the validation and test fields do not change with the training settings.
         val = simulate(cfg, cfg.data.val_size, np.random.default_rng([cfg.seed, 1]), device=device)

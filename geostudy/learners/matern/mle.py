@@ -126,8 +126,8 @@ def fit_mle(
             return (1e30, np.zeros_like(x)) if autograd else 1e30
         if not autograd:
             return float(nll)
-        nll.backward()
-        return float(nll.detach()), theta.grad.numpy().copy()
+        (grad,) = torch.autograd.grad(nll, theta)
+        return float(nll.detach()), grad.numpy().copy()
 
     res = so.minimize(objective, np.asarray(x0), jac=autograd, method="L-BFGS-B",
                       bounds=[bounds[name] for name in free], options={"maxiter": max_iter})

@@ -45,8 +45,12 @@ class RadialBasis(nn.Module):
 
 
 class VariogramConv(MessagePassing):
-    """Local binned variogram: ``sum_j b_k(e_ij) (z_i - z_j)^2`` and ``sum_j b_k(e_ij)`` per node.
+    """Local binned variogram and residual of each node, per radial basis function ``b_k`` of the edge.
 
+    Aggregates ``sum_j b_k (z_i - z_j)^2``, ``sum_j b_k`` and ``sum_j b_k z_j`` over the neighbours; from
+    them the model takes the local variogram ``sum_j b_k (z_i - z_j)^2 / sum_j b_k`` and the squared
+    residual from the local weighted mean ``(z_i - sum_j b_k z_j / sum_j b_k)^2`` (a graph Laplacian; for
+    smooth fields it removes the local gradient and keeps the irregular part that identifies the range).
     Spatial edges (time lag 0) use the spatial basis of their length, temporal edges (same site) the
     temporal basis of their lag, so a space-time node has both a spatial and a temporal variogram.
     """
@@ -66,12 +70,12 @@ class VariogramConv(MessagePassing):
         return torch.cat([b * (1 - is_time), self.time(dt) * is_time], dim=1)
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor) -> torch.Tensor:
-        """Returns ``(N, 2 * out_dim)``: the weighted squared increments, then the weight sums."""
+        """Returns ``(N, 3 * out_dim)``: weighted squared increments, weight sums, weighted values."""
         return self.propagate(edge_index, x=x, basis=self.basis(edge_attr))
 
     def message(self, x_i: torch.Tensor, x_j: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
         sq = (x_i - x_j) ** 2
-        return torch.cat([basis * sq, basis], dim=1)
+        return torch.cat([basis * sq, basis, basis * x_j], dim=1)
 
 
 class EdgeWeight(nn.Module):
@@ -133,6 +137,9 @@ class MaternEstimator(nn.Module):
         spacetime: Build the temporal basis too.
     """
 
+    center: torch.Tensor
+    half_width: torch.Tensor
+
     def __init__(
         self, mcfg: ModelConfig, gcfg: GraphConfig, n_out: int, center: torch.Tensor, half_width: torch.Tensor,
         *, length_scale: float, spacetime: bool = False, time_scale: float = 0.5,
@@ -146,21 +153,22 @@ class MaternEstimator(nn.Module):
         k = self.vario.out_dim
         self.edge_weight = EdgeWeight(gcfg.edge_weight if mcfg.arch == "gcn" else "none",
                                       gcfg.weight_scale, time_scale)
-        self.embed = nn.Sequential(nn.Linear(k + 1, mcfg.hidden), nn.SiLU())
+        n_stats = 2 * k + 1  # local variograms, local residuals, z^2
+        self.embed = nn.Sequential(nn.Linear(n_stats, mcfg.hidden), nn.SiLU())
         self.convs = nn.ModuleList(
             make_conv(mcfg.backend, mcfg.arch, mcfg.hidden, mcfg.hidden, heads=mcfg.heads, dropout=mcfg.dropout)
             for _ in range(mcfg.depth)
         )
         self.readout = Readout(mcfg.readout, mcfg.hidden)
         self.skip = mcfg.variogram_skip
-        pooled = mcfg.hidden + (k + 1 if self.skip else 0)
+        pooled = mcfg.hidden + (n_stats if self.skip else 0)
         w = mcfg.deepsets_hidden
         n_heads = n_out * (3 if self.quantiles else 1)
         self.phi = mlp([pooled, w, w], mcfg.dropout)
         self.psi = mlp([w, w, n_heads], mcfg.dropout)
         # A linear path from the log binned variogram: for small lags log gamma(d) is close to linear in
         # log(range) and log(variance), so this gets the bulk of the answer from the first steps on.
-        self.direct = nn.Linear(k + 1, n_heads) if self.skip else None
+        self.direct = nn.Linear(n_stats, n_heads) if self.skip else None
         if self.direct is not None:
             nn.init.zeros_(self.direct.weight)
             nn.init.zeros_(self.direct.bias)
@@ -172,8 +180,9 @@ class MaternEstimator(nn.Module):
         n, g = x.shape[0], batch.num_graphs
         k = self.vario.out_dim
         agg = self.vario(x, ei, ea)
-        num, den = agg[:, :k], agg[:, k:]
-        node_feat = torch.cat([num / (den + EPS), x * x], dim=1)
+        num, den, wsum = agg[:, :k], agg[:, k:2 * k], agg[:, 2 * k:]
+        resid = (x - wsum / (den + EPS)) ** 2 * (den > EPS)
+        node_feat = torch.cat([num / (den + EPS), resid, x * x], dim=1)
         h = self.embed(torch.log(node_feat + EPS))
         if len(self.convs):
             graph = Graph(ei, n, batch=batch.node_graph, num_graphs=g)
@@ -183,11 +192,12 @@ class MaternEstimator(nn.Module):
         pooled = self.readout(h, batch.node_graph, g)
         log_vario = None
         if self.skip:
-            sums = scatter(torch.cat([num, den, x * x], dim=1), batch.node_graph, dim=0, dim_size=g, reduce="sum")
-            counts = scatter(torch.ones_like(x), batch.node_graph, dim=0, dim_size=g, reduce="sum")
+            sums = scatter(torch.cat([num, den, resid, x * x, torch.ones_like(x)], dim=1), batch.node_graph, dim=0,
+                           dim_size=g, reduce="sum")
+            counts = sums[:, -1:]
             vario = sums[:, :k] / (sums[:, k:2 * k] + EPS)
-            var = sums[:, 2 * k:] / counts
-            log_vario = torch.log(torch.cat([vario, var], dim=1) + EPS)
+            means = sums[:, 2 * k:-1] / counts  # mean residuals and mean z^2
+            log_vario = torch.log(torch.cat([vario, means], dim=1) + EPS)
             pooled = torch.cat([pooled, log_vario], dim=1)
         rep = self.phi(pooled)
         field = scatter(rep, batch.graph_field, dim=0, dim_size=batch.num_fields, reduce="mean")

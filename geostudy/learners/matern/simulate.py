@@ -76,11 +76,13 @@ def simulate(
         chunk: Fields per batched Cholesky (bounds memory: ``chunk * n^2`` doubles).
     """
     params = sample_params(cfg, size, rng) if params is None else params
-    coords, times = [], []
+    coords: list[np.ndarray] = []
+    times: list[np.ndarray] = []
     for _ in range(size):
         c, t = sample_design(cfg, rng)
         coords.append(c)
-        times.append(t)
+        if t is not None:
+            times.append(t)
     reps = np.full(size, m) if m is not None else rng.integers(cfg.data.m_min, cfg.data.m_max + 1, size)
     seed = int(rng.integers(0, 2**62))
     gen = torch.Generator(device="cpu").manual_seed(seed)

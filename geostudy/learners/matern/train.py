@@ -87,8 +87,11 @@ def train(
                     group["lr"] = cfg.optim.lr * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
             idx = order[b: b + cfg.train.batch_size]
             batch = collate(fields, graphs, free, idx).to(device)
+            target = batch.target
+            if target is None:
+                raise ValueError("training fields must carry their parameters")
             point, interval = model(batch)
-            loss = estimator_loss(point, interval, batch.target, model.half_width, level=cfg.eval.level,
+            loss = estimator_loss(point, interval, target, model.half_width, level=cfg.eval.level,
                                   quantile_weight=cfg.train.quantile_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -52,6 +52,7 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     baseline_maps: int = 64  # final runs: test maps also inverted by least squares (0: none)
+    baseline_bounds: Literal["prior", "physical"] = "prior"
     figures: bool = True
 
     def validate(self, file: str | Path | None, prefix: str) -> None:
@@ -100,6 +101,7 @@ class MogiConfig:
     seed: int = 0
     mode: Literal["train", "matrix"] = "train"
     device: str = "auto"
+    threads: int = 1
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -108,6 +110,7 @@ class MogiConfig:
     matrix: MatrixConfig = field(default_factory=MatrixConfig)
 
     def validate(self, file: str | Path | None, prefix: str) -> None:
+        check_range(self.threads, f"{prefix}threads", file=file, low=0)
         spec = parse_spec(self.data.spec, file=file, key=f"{prefix}data.spec")
         targets = self.model.targets
         for i, var in enumerate(targets):

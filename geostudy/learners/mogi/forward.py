@@ -28,6 +28,7 @@ towards the satellite and one fringe (2π) is λ/2 of LOS motion.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -66,15 +67,17 @@ def mogi_displacements(
     Returns:
         ``(ux, uy, uz)``, each of shape ``(ny, nx)`` for scalar parameters or ``(B, ny, nx)``.
     """
-    dtype = np.float32 if np.asarray(x_km).dtype == np.float32 else np.float64  # float32 grids: fast batches
-    params = [np.asarray(p, dtype=dtype) for p in (x0_km, y0_km, depth_km, dv_m3, nu)]
+    x_arr = np.asarray(x_km)
+    dtype = np.float32 if x_arr.dtype == np.float32 else np.float64  # float32 grids: fast batches
+    params: list[Any] = [np.asarray(p, dtype=dtype) for p in (x0_km, y0_km, depth_km, dv_m3, nu)]
     batched = any(p.ndim > 0 for p in params)
     x0, y0, d, dv, nu_ = (p.reshape(-1, 1, 1) if batched else p for p in params)
-    dx = (x_km - x0) * dtype(KM)
-    dy = (y_km - y0) * dtype(KM)
-    dz = d * dtype(KM)
+    km, pi = np.asarray(KM, dtype=dtype), np.asarray(math.pi, dtype=dtype)
+    dx = (x_arr - x0) * km
+    dy = (np.asarray(y_km) - y0) * km
+    dz = d * km
     r2 = dx * dx + dy * dy + dz * dz
-    c = (1 - nu_) * dv / (dtype(math.pi) * r2 * np.sqrt(r2))
+    c = (1 - nu_) * dv / (pi * r2 * np.sqrt(r2))
     return c * dx, c * dy, c * dz
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -15,6 +16,20 @@ from geostudy.learners.mogi.data import Simulator
 from geostudy.learners.mogi.evaluate import target_metrics
 
 METRIC_KINDS = ("mae", "rmse", "rel_error")
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run with ``n`` torch CPU threads (0: leave as is), restoring the previous number after."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 class MogiLearner(Learner):
@@ -32,17 +47,19 @@ class MogiLearner(Learner):
     def check_config(self, config: Mapping[str, Any], *, file: str | Path | None = None) -> None:
         cfg: MogiConfig = self.parse_config(config, file=file)
         if cfg.mode == "matrix":
+            from geostudy.learners.mogi.matrix import check_matrix
             from geostudy.learners.mogi.train import load_checkpoint
 
-            load_checkpoint(cfg.matrix.checkpoint or "", device=cfg.device)
+            check_matrix(cfg, load_checkpoint(cfg.matrix.checkpoint or "", device=cfg.device)[1])
 
     def run(self, config: Mapping[str, Any], ctx: RunContext) -> RunResult:
         cfg: MogiConfig = self.parse_config(config)
-        if cfg.mode == "matrix":
-            from geostudy.learners.mogi.matrix import run_matrix
+        with torch_threads(cfg.threads):
+            if cfg.mode == "matrix":
+                from geostudy.learners.mogi.matrix import run_matrix
 
-            return run_matrix(cfg, ctx)
-        return self._train(cfg, config, ctx)
+                return run_matrix(cfg, ctx)
+            return self._train(cfg, config, ctx)
 
     def _train(self, cfg: MogiConfig, config: Mapping[str, Any], ctx: RunContext) -> RunResult:
         from geostudy.learners.mogi.train import save_checkpoint, train_model
@@ -94,11 +111,12 @@ class MogiLearner(Learner):
             start = time.perf_counter()
             ours = predictor.predict(maps[:k])
             ours_seconds = (time.perf_counter() - start) / k
-            fits, lsq_seconds = fit_maps(sim, maps[:k])
+            fits, lsq_seconds = fit_maps(sim, maps[:k], cfg.eval.baseline_bounds)
             truth = {t: values[t][:k] for t in targets}
             out.update(target_metrics(targets, {t: ours[t] for t in targets}, truth, "cmp_ours_"))
             out.update(target_metrics(targets, {t: fits[t] for t in targets if t in fits}, truth, "cmp_lsq_"))
             out["cmp_ours_seconds_per_map"] = ours_seconds
             out["cmp_lsq_seconds_per_map"] = lsq_seconds
-            tables["baseline"] = {"maps": k, "name": "scipy.optimize.least_squares (trf, 2-point Jacobian)"}
+            tables["baseline"] = {"maps": k, "bounds": cfg.eval.baseline_bounds,
+                                  "name": "scipy.optimize.least_squares (trf, 2-point Jacobian)"}
         return out

@@ -29,7 +29,7 @@ from geostudy.errors import ConfigError
 from geostudy.learners.base import RunContext, RunResult
 from geostudy.learners.mogi.config import MatrixAxis, MogiConfig
 from geostudy.learners.mogi.data import Simulator
-from geostudy.learners.mogi.evaluate import target_metrics
+from geostudy.learners.mogi.evaluate import Predictor, target_metrics
 from geostudy.learners.mogi.model import TargetTransform
 from geostudy.learners.mogi.plots import matrix_figure, save_figure
 from geostudy.learners.mogi.spec import VARIABLES
@@ -54,16 +54,22 @@ def axis_values(axis: MatrixAxis, sim: Simulator, key: str) -> tuple[np.ndarray,
     return (np.geomspace(lo, hi, axis.n) if log else np.linspace(lo, hi, axis.n)), log
 
 
+def check_matrix(cfg: MogiConfig, predictor: Predictor) -> None:
+    """Both axes must be variables the model predicts (otherwise there is no difference to map)."""
+    targets = predictor.transform.targets
+    for name, axis in (("x", cfg.matrix.x), ("y", cfg.matrix.y)):
+        if axis.var not in targets:
+            raise ConfigError(f"the model does not predict {axis.var!r}; it predicts: {', '.join(targets)}",
+                              key=f"matrix.{name}.var")
+
+
 def run_matrix(cfg: MogiConfig, ctx: RunContext) -> RunResult:
     from geostudy.learners.mogi.train import load_checkpoint
 
     mc = cfg.matrix
     _, predictor, sim = load_checkpoint(mc.checkpoint or "", device=cfg.device)
+    check_matrix(cfg, predictor)
     targets = predictor.transform.targets
-    for name, axis in (("x", mc.x), ("y", mc.y)):
-        if axis.var not in targets:
-            raise ConfigError(f"the model does not predict {axis.var!r}; it predicts: {', '.join(targets)}",
-                              key=f"matrix.{name}.var")
     xs, xlog = axis_values(mc.x, sim, "matrix.x")
     ys, ylog = axis_values(mc.y, sim, "matrix.y")
     base = {v: float(mc.fixed.get(v, sim.spec.central(v))) for v in VARIABLES}

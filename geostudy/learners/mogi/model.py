@@ -27,7 +27,7 @@ LOG_TARGETS = {"dv_m3"}  # targets learned as log10
 class ModelConfig:
     arch: Literal["cnn", "mlp"] = "cnn"
     targets: list[str] = field(default_factory=lambda: ["depth_km", "dv_m3"])
-    width: int = 16  # CNN channels of the first stage (doubled at each later stage, up to 4x)
+    width: int = 12  # CNN channels of the first stage (doubled at each later stage, up to 4x)
     depth: int = 3  # CNN stages: a residual block each, stride-2 downsampling between them
     kernel: int = 3  # CNN kernel size (odd; the stem uses kernel + 2)
     pool: int = 2  # average pooling of the input before the stem (1: none); also used by the MLP
@@ -127,7 +127,7 @@ class MogiCNN(nn.Module):
     mean and max pooling and a small head that also takes the amplitude scalar.
 
     The pooling and the stride-2 stem keep the cost per map low (the Mogi pattern is smooth): with
-    64 x 64 maps, ``pool: 2`` and width 16 the residual blocks run at 16 x 16, 8 x 8 and 4 x 4.
+    64 x 64 maps and ``pool: 2`` the residual blocks run at 16 x 16, 8 x 8 and 4 x 4.
     """
 
     def __init__(self, in_ch: int, n_out: int, cfg: ModelConfig) -> None:

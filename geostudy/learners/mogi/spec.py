@@ -73,7 +73,7 @@ class Distribution:
         """True when the variable is naturally shown and gridded on a log axis."""
         return self.name in ("loguniform", "lognormal")
 
-    def ppf(self, q: np.ndarray | float) -> np.ndarray:
+    def ppf(self, q: np.ndarray | float | list[float]) -> np.ndarray:
         """Quantile function Q(q)."""
         q = np.asarray(q, dtype=np.float64)
         p = self.params
@@ -190,7 +190,7 @@ def parse_spec(raw: Any, *, file: str | Path | None = None, key: str = "data.spe
         raise ConfigError(f"must be a mapping, but got {raw!r}", file=file, key=key)
     for section in raw:
         if section not in ("fixed", "distributions", "train", "test"):
-            raise ConfigError(f"unknown key; allowed: fixed, distributions, train, test", file=file, key=f"{key}.{section}")
+            raise ConfigError("unknown key; allowed: fixed, distributions, train, test", file=file, key=f"{key}.{section}")
 
     def names(section: str) -> Mapping[str, Any]:
         part = raw.get(section) or {}

@@ -1,0 +1,94 @@
+"""Bench ``matern``: the amortised GNN estimator vs the exact-likelihood MLE on the same test fields.
+
+Setting (issue 4): n = 256 uniform locations, nu = 1.5 fixed, sigma2 = 1, tau2 = 0, range ~ U(0.05, 0.35);
+at least 200 test fields shared by both methods, with m = 1 and with m = 5 replicates. One network is
+trained (on the GPU when there is one) with 1 to 5 replicates per field, so that it serves both rows.
+Rows: ``range_rmse`` (RMSE of the range in its units, m = 1), ``seconds_per_field`` (ours: graph building
+and a batched forward pass, per field; MLE: one L-BFGS fit per field), ``range_rmse_m5`` (m = 5).
+The training time is printed; the full run's training budget is 40 minutes on a 2-core CPU (well
+under an hour with the MLE fits), ``--quick`` trains for 2 minutes.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from geostudy.config import to_dataclass
+from geostudy.learners.base import RunContext
+from geostudy.learners.matern.config import MaternConfig
+from geostudy.learners.matern.evaluate import predict, run_mle, true_log_params
+from geostudy.learners.matern.model import count_parameters
+from geostudy.learners.matern.simulate import simulate
+from geostudy.learners.matern.train import build_model, graphs_for, train
+from geostudy.nn.device import resolve_device
+from geostudy.nn.training import seed_everything
+
+TEST_FIELDS = 200
+MLE_NAME = "exact-likelihood MLE (scipy L-BFGS-B)"
+
+
+def bench_config(quick: bool) -> MaternConfig:
+    return to_dataclass(MaternConfig, {
+        "seed": 0,
+        "device": "auto",
+        "data": {"n": 256, "locations": "uniform", "nu": 1.5, "m_min": 1, "m_max": 5,
+                 "simulation": "on_the_fly", "train_size": 512 if quick else 2048, "val_size": 128},
+        "prior": {"range": {"dist": "uniform", "low": 0.05, "high": 0.35},
+                  "variance": {"dist": "fixed", "value": 1.0}, "nugget": {"dist": "fixed", "value": 0.0}},
+        "graph": {"kind": "knn", "k": 8, "edge_weight": "learned"},
+        "model": {"backend": "pyg", "arch": "gcn", "hidden": 64, "depth": 1, "n_basis": 12, "readout": "mean",
+                  "variogram_skip": True, "deepsets_hidden": 64, "quantiles": True},
+        "optim": {"name": "adam", "lr": 0.002},
+        "train": {"epochs": 1000, "batch_size": 32, "max_seconds": 120 if quick else 2400},
+        "eval": {"mle_bounds": "prior"},
+    })
+
+
+def _rmse(est: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((est - truth) ** 2)))
+
+
+def run(quick: bool) -> list[dict]:
+    cfg = bench_config(quick)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    val = simulate(cfg, cfg.data.val_size, np.random.default_rng([cfg.seed, 1]), device=device, m=1)
+    val_graphs = graphs_for(cfg, val)
+    val_truth = np.exp(true_log_params(val, ["range"])[:, 0])
+    model = build_model(cfg).to(device)
+
+    def evaluate(epoch: int) -> dict[str, float]:
+        est = predict(model, cfg, val, graphs=val_graphs, device=device)
+        return {"val_rmse_range": _rmse(np.exp(est.point[:, 0]), val_truth)}
+
+    ctx = RunContext(workdir=Path("."), verbose=True)
+    t0 = time.perf_counter()
+    train(cfg, model, ctx, evaluate, rng=np.random.default_rng([cfg.seed, 0]), device=device)
+    train_seconds = time.perf_counter() - t0
+    print(f"matern: trained {count_parameters(model)} parameters in {train_seconds:.0f} s on {device}",
+          file=sys.stderr, flush=True)
+
+    rows = []
+    for m, work in ((1, "range_rmse"), (5, "range_rmse_m5")):
+        test = simulate(cfg, TEST_FIELDS, np.random.default_rng([cfg.seed, 2, m]), device=device, m=m)
+        truth = np.exp(true_log_params(test, ["range"])[:, 0])
+        predict(model, cfg, test.subset(np.arange(8)), device=device)  # warm-up (allocations, lazy imports)
+        ours = predict(model, cfg, test, device=device)
+        mle = run_mle(cfg, test)
+        rows.append({"work": work, "unit": "range units", "ours": _rmse(np.exp(ours.point[:, 0]), truth),
+                     "baseline": _rmse(np.exp(mle.point[:, 0]), truth), "baseline_name": MLE_NAME,
+                     "lower_is_better": True, "goal": "<= 1.0x", "fields": TEST_FIELDS,
+                     "train_seconds": round(train_seconds, 1)})
+        if m == 1:
+            speed = {"work": "seconds_per_field", "unit": "s", "ours": ours.seconds / TEST_FIELDS,
+                     "baseline": mle.seconds / TEST_FIELDS, "baseline_name": MLE_NAME, "lower_is_better": True,
+                     "goal": "<= 0.001x (1000x faster)", "fields": TEST_FIELDS,
+                     "device": str(device), "torch_threads": torch.get_num_threads()}
+    rows.insert(1, speed)
+    print(f"matern: training time {train_seconds:.0f} s", flush=True)
+    return rows

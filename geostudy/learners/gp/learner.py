@@ -1,0 +1,197 @@
+"""The GP learner: load a field, mask stations, fit a GP, score held-out points against baselines."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from geostudy.learners.base import REPO_ROOT, Learner, RunContext, RunResult
+from geostudy.learners.gp import data as gpdata
+from geostudy.learners.gp import evaluate, plots
+from geostudy.learners.gp.config import GpConfig
+from geostudy.learners.gp.kernels import kernel_label
+from geostudy.learners.gp.model import FittedGP, fit_gp
+from geostudy.nn.device import resolve_device
+from geostudy.nn.training import seed_everything
+
+BASELINES = ("biharmonic", "griddata", "sklearn_gpr")
+GP_METRICS = ("rmse", "mae", "nlpd", "coverage95")
+
+
+def _metric_names() -> dict[str, str]:
+    names = {"rmse": "minimize", "mae": "minimize", "nlpd": "minimize", "coverage95": "maximize",
+             "fit_seconds": "minimize", "predict_seconds": "minimize", "rmse_vs_biharmonic": "minimize"}
+    for base in BASELINES:
+        names[f"baseline_{base}_rmse"] = "minimize"
+        names[f"baseline_{base}_mae"] = "minimize"
+    names["baseline_sklearn_gpr_nlpd"] = "minimize"
+    names["baseline_sklearn_gpr_coverage95"] = "maximize"
+    names["baseline_sklearn_gpr_fit_seconds"] = "minimize"
+    return names
+
+
+def resolve_path(path: str | None) -> str | None:
+    """A relative data path is taken from the working directory, else from the repository root."""
+    if path is None:
+        return None
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return str(p)
+    return str(REPO_ROOT / p)
+
+
+def trial_labels(config: Mapping[str, Any]) -> tuple[str, str]:
+    """(kernel combination, mask regime) labels of a config, as the study bar chart groups trials."""
+    model = config.get("model", {})
+    mask = config.get("mask", {})
+    data = config.get("data", {})
+    has_time = data.get("source", "synthetic") != "image"
+    label = kernel_label(model.get("space_kernel", "matern32"), model.get("time_kernel", "rbf") if has_time else None,
+                         model.get("combine", "product"))
+    return label, f"{mask.get('regime', 'fixed')} p={mask.get('p_missing', 0.8)}"
+
+
+def _hyperparameters(fitted: FittedGP) -> dict[str, Any]:
+    out: dict[str, Any] = {"noise": float(fitted.likelihood.noise.detach().mean())}
+    for name, module in fitted.model.covar_module.named_modules():
+        for attr in ("lengthscale", "outputscale", "period_length", "alpha"):
+            if hasattr(module, attr) and f"raw_{attr}" in dict(module.named_parameters(recurse=False)):
+                value = getattr(module, attr).detach().cpu().numpy().ravel().tolist()
+                out[f"{name or 'kernel'}.{attr}"] = value
+    return out
+
+
+class GpLearner(Learner):
+    """Reconstruct a (time, y, x) field from sparse stations with a GPyTorch GP."""
+
+    name: ClassVar[str] = "gp"
+    metrics: ClassVar[Mapping[str, str]] = _metric_names()
+    config_class = GpConfig
+
+    def parse_config(self, config: Mapping[str, Any], *, file: str | Path | None = None) -> GpConfig:
+        cfg: GpConfig = super().parse_config(config, file=file)
+        cfg.data.path = resolve_path(cfg.data.path)
+        return cfg
+
+    def check_config(self, config: Mapping[str, Any], *, file: str | Path | None = None) -> None:
+        cfg = self.parse_config(config, file=file)
+        resolve_device(cfg.device)
+        if cfg.data.source == "netcdf":  # fail before a study starts, not in every trial
+            gpdata.load_netcdf(str(cfg.data.path), str(cfg.data.variable), time_dim=cfg.data.time_dim,
+                               y_dim=cfg.data.y_dim, x_dim=cfg.data.x_dim)
+        elif cfg.data.source == "npy" and not Path(str(cfg.data.path)).is_file():
+            gpdata.load_npy(str(cfg.data.path))
+
+    def run(self, config: Mapping[str, Any], ctx: RunContext) -> RunResult:
+        cfg = self.parse_config(config)
+        seed_everything(cfg.seed)
+        device = resolve_device(cfg.device)
+        dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
+
+        fld = gpdata.load_field(cfg.data, cfg.seed)
+        shape = fld.shape
+        observed = gpdata.make_mask(shape, cfg.mask, cfg.seed, fld.valid)
+        held = fld.valid & ~observed
+        x_all = gpdata.grid_inputs(shape, fld.has_time)
+        flat_vals = fld.values.ravel()
+        obs_idx = np.flatnonzero(observed.ravel())
+        held_idx = np.flatnonzero(held.ravel())
+        scaler = gpdata.Scaler.fit(flat_vals[obs_idx])
+        ctx.log(f"gp: {fld.name} shape {shape}, {len(obs_idx)} stations, {len(held_idx)} held-out points")
+
+        rng = np.random.default_rng(cfg.seed)
+        report_idx = held_idx if len(held_idx) <= cfg.train.report_points else np.sort(
+            rng.choice(held_idx, size=cfg.train.report_points, replace=False))
+        history: list[dict[str, float]] = []
+
+        def on_eval(step: int, fitted: FittedGP) -> None:
+            if len(report_idx) == 0:
+                return
+            mean, _ = fitted.predict(x_all[report_idx], batch=cfg.eval.predict_batch)
+            rmse = float(np.sqrt(np.mean((scaler.inverse(mean) - flat_vals[report_idx]) ** 2)))
+            history.append({"iteration": step + 1, "rmse": rmse, "loss": fitted.losses[-1]})
+            ctx.report(step, {"rmse": rmse})
+
+        fitted = fit_gp(x_all[obs_idx], scaler.transform(flat_vals[obs_idx]), cfg.model, cfg.train,
+                        has_time=fld.has_time, device=device, dtype=dtype, seed=cfg.seed, on_eval=on_eval, log=ctx.log)
+        start = time.perf_counter()
+        valid_idx = np.flatnonzero(fld.valid.ravel())
+        mean_n, var_n = fitted.predict(x_all[valid_idx], batch=cfg.eval.predict_batch)
+        predict_seconds = time.perf_counter() - start
+        mean = np.full(flat_vals.shape, np.nan)
+        var = np.full(flat_vals.shape, np.nan)
+        mean[valid_idx] = scaler.inverse(mean_n)
+        var[valid_idx] = scaler.inverse_std(np.sqrt(var_n)) ** 2
+        mean, var = mean.reshape(shape), var.reshape(shape)
+
+        metrics = evaluate.point_metrics(fld.values[held], mean[held], var[held])
+        metrics["fit_seconds"] = fitted.fit_seconds
+        metrics["predict_seconds"] = predict_seconds
+        ctx.report(cfg.train.iterations - 1, {"rmse": metrics["rmse"]})
+        per_frame: dict[str, list[dict[str, float]]] = {"GP": evaluate.per_frame_metrics(fld.values, mean, var, held)}
+
+        filled = np.where(fld.valid, fld.values, 0.0)
+        for base in BASELINES:
+            for m in ("rmse", "mae"):
+                metrics[f"baseline_{base}_{m}"] = math.nan
+        for m in ("nlpd", "coverage95", "fit_seconds"):
+            metrics[f"baseline_sklearn_gpr_{m}"] = math.nan
+        if cfg.eval.biharmonic:
+            bh = evaluate.biharmonic(filled, observed)
+            per_frame["biharmonic"] = evaluate.per_frame_metrics(fld.values, bh, None, held)
+            for m, v in evaluate.point_metrics(fld.values[held], bh[held]).items():
+                metrics[f"baseline_biharmonic_{m}"] = v
+        if cfg.eval.griddata:
+            gd = evaluate.griddata_linear(filled, observed)
+            per_frame["griddata linear"] = evaluate.per_frame_metrics(fld.values, gd, None, held)
+            for m, v in evaluate.point_metrics(fld.values[held], gd[held]).items():
+                metrics[f"baseline_griddata_{m}"] = v
+        if cfg.eval.sklearn_gpr:
+            kern = evaluate.sklearn_kernel(cfg.model.space_kernel, cfg.model.time_kernel, cfg.model.combine,
+                                           fld.has_time)
+            sk_mean, sk_var, sk_seconds, _ = evaluate.sklearn_gpr(
+                x_all[obs_idx], scaler.transform(flat_vals[obs_idx]), x_all[held_idx], kern,
+                max_n=cfg.eval.sklearn_max_n, seed=cfg.seed, batch=cfg.eval.predict_batch)
+            sk = evaluate.point_metrics(flat_vals[held_idx], scaler.inverse(sk_mean),
+                                        scaler.inverse_std(np.sqrt(sk_var)) ** 2)
+            for m, v in sk.items():
+                metrics[f"baseline_sklearn_gpr_{m}"] = v
+            metrics["baseline_sklearn_gpr_fit_seconds"] = sk_seconds
+        bh_rmse = metrics["baseline_biharmonic_rmse"]
+        metrics["rmse_vs_biharmonic"] = metrics["rmse"] / bh_rmse if bh_rmse and math.isfinite(bh_rmse) else math.nan
+
+        label, mask_label = kernel_label(cfg.model.space_kernel, cfg.model.time_kernel if fld.has_time else None,
+                                         cfg.model.combine), f"{cfg.mask.regime} p={cfg.mask.p_missing:g}"
+        figures: dict[str, Any] = {}
+        if cfg.eval.pdf:
+            title = f"{fld.name}: GP {label} ({fitted.inference}), mask {mask_label}"
+            std = np.sqrt(var)
+            pages = [plots.frame_figure(k, fld.values[k], observed[k], mean[k], std[k], fld.valid[k], title,
+                                        per_frame["GP"][k]["rmse"])
+                     for k in plots.pdf_frames(shape[0], cfg.eval.max_pdf_frames)]
+            agg = plots.aggregate_figure(per_frame, fld.values[held], mean[held], std[held], title)
+            png = Path(ctx.workdir) / "gp_aggregate.png"
+            png.parent.mkdir(parents=True, exist_ok=True)
+            agg.savefig(png, dpi=90)
+            figures["gp_frames"] = plots.write_report_pdf(Path(ctx.workdir) / "gp_report.pdf", pages, agg)
+            figures["gp_aggregate"] = png
+        tables = {
+            "kernel_combination": label,
+            "mask_regime": mask_label,
+            "inference": fitted.inference,
+            "n_stations": int(len(obs_idx)),
+            "n_held_out": int(len(held_idx)),
+            "field": fld.name,
+            "shape": list(shape),
+            "per_frame": per_frame,
+            "training": history,
+            "hyperparameters": _hyperparameters(fitted),
+        }
+        ctx.log(f"gp: rmse={metrics['rmse']:.4g} (biharmonic {bh_rmse:.4g}) fit {fitted.fit_seconds:.1f}s")
+        return RunResult(metrics={k: float(v) for k, v in metrics.items()}, figures=figures, tables=tables)

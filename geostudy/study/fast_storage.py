@@ -1,0 +1,880 @@
+"""A write-behind cache in front of Optuna's RDB storage: one transaction per trial, not fifty.
+
+Optuna's ``RDBStorage`` commits every ``suggest``, ``set_user_attr`` and ``report`` on its own,
+each after looking the trial up again, and its ``_CachedStorage`` re-reads the database on every
+``get_all_trials``. :class:`FastStorage` keeps Optuna's schema and its guarantees:
+
+* a trial is created in the database at once (unique number, visible RUNNING, heartbeat-able);
+* the params, user attributes and intermediate values of a trial this process runs are kept in
+  memory and written, with its state and values, in ONE transaction when it finishes: a finished
+  trial is in the database, whole, before the next one starts. Meanwhile they are flushed every
+  ``flush_interval`` seconds (and with each heartbeat), so a live dashboard sees progress; with a
+  heartbeat, the params are written as soon as the trial's first attribute or report comes, so a
+  trial re-run after its worker died gets the same params;
+* trial system attributes (grid ids, artifacts, sampler bookkeeping that other workers read) and
+  every state change of a trial owned by someone else (popping an enqueued trial, failing a stale
+  one) are written through, atomically: a conditional ``UPDATE`` under the database's write lock;
+* reads come from memory. Finished trials never change, so each is read once; other workers' new
+  and unfinished trials are picked up by one small query, at most once per trial this process
+  finishes (or every ``refresh_interval`` seconds while it waits or runs a long trial).
+
+On SQLite every write transaction starts with ``BEGIN IMMEDIATE``, so two workers never both read
+and then race to write (the "database is locked" of a deferred transaction upgrade); elsewhere the
+study row is locked (``FOR UPDATE``) while a trial number is assigned, as Optuna does.
+"""
+
+from __future__ import annotations
+
+import atexit
+import copy
+import functools
+import json
+import logging
+import os
+import re
+import threading
+import time
+import weakref
+from collections.abc import Callable, Container, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy as sa
+from optuna import distributions as dists
+from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
+from optuna.storages import BaseStorage, RDBStorage
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.study import StudyDirection
+from optuna.study._frozen import FrozenStudy
+from optuna.trial import FrozenTrial, TrialState
+
+try:  # optuna is pinned to 5.0.*; its ORM models are internal, so fail loudly if they move
+    from optuna.storages._rdb import models
+except ImportError as err:  # pragma: no cover
+    raise ImportError(f"geostudy's FastStorage needs optuna 5.0's RDB models ({err}); install optuna==5.0.*") from err
+
+_log = logging.getLogger(__name__)
+_TRIALS = models.TrialModel.__table__
+_PARAMS = models.TrialParamModel.__table__
+_VALUES = models.TrialValueModel.__table__
+_USER = models.TrialUserAttributeModel.__table__
+_SYSTEM = models.TrialSystemAttributeModel.__table__
+_STEPS = models.TrialIntermediateValueModel.__table__
+_BEATS = models.TrialHeartbeatModel.__table__
+_STUDY_ATTRS = {"user": models.StudyUserAttributeModel.__table__, "system": models.StudySystemAttributeModel.__table__}
+_MAX_KEY = models.MAX_INDEXED_STRING_LENGTH
+_CHUNK = 500  # ids per IN (...) list
+# optuna-dashboard's keys of a trial's note (``note_ver_key``, ``note_str_key_prefix``)
+_DEFERRED_KEY = re.compile(r"dashboard:\d+:note_(ver|str:\d+)")
+_B = sa.bindparam
+
+
+class _Sql:
+    """Statements built once: SQLAlchemy then only looks their compiled form up (no rebuilding per call)."""
+
+    count = sa.select(sa.func.count()).select_from(_TRIALS).where(_TRIALS.c.study_id == _B("b_study"))
+    insert_trial = _TRIALS.insert().values(study_id=_B("b_study"), state=TrialState.RUNNING,
+                                           datetime_start=_B("b_start"))
+    # Number = trials of the study so far, in the INSERT itself (SQLite's write lock / the study row lock held).
+    insert_numbered = insert_trial.values(number=count.scalar_subquery()).returning(_TRIALS.c.trial_id,
+                                                                                    _TRIALS.c.number)
+    state = sa.select(_TRIALS.c.state).where(_TRIALS.c.trial_id == _B("b_trial"))
+    study_of = sa.select(_TRIALS.c.study_id).where(_TRIALS.c.trial_id == _B("b_trial"))
+    start = _TRIALS.update().where((_TRIALS.c.trial_id == _B("b_trial")) & (_TRIALS.c.state == TrialState.WAITING)
+                                   ).values(state=TrialState.RUNNING, datetime_start=_B("b_when"))
+    finish = _TRIALS.update().where(
+        (_TRIALS.c.trial_id == _B("b_trial")) & _TRIALS.c.state.in_([TrialState.RUNNING, TrialState.WAITING])
+    ).values(state=_B("b_state"), datetime_complete=_B("b_when"))
+    delete_values = _VALUES.delete().where(_VALUES.c.trial_id == _B("b_trial"))
+    beat = _BEATS.update().where(_BEATS.c.trial_id == _B("b_trial")).values(heartbeat=sa.func.now())
+    first_beat = _BEATS.insert().values(trial_id=_B("b_trial"), heartbeat=sa.func.now())
+    seen = sa.select(_TRIALS.c.trial_id, _TRIALS.c.state).where(
+        (_TRIALS.c.study_id == _B("b_study")) & (_TRIALS.c.trial_id > _B("b_last")))
+    seen_or = sa.select(_TRIALS.c.trial_id, _TRIALS.c.state).where(
+        (_TRIALS.c.study_id == _B("b_study"))
+        & ((_TRIALS.c.trial_id > _B("b_last")) | _TRIALS.c.trial_id.in_(_B("b_ids", expanding=True))))
+    rows = {name: sa.select(table).where(table.c.trial_id.in_(_B("b_ids", expanding=True))).order_by(order)
+            for name, table, order in (("trials", _TRIALS, _TRIALS.c.trial_id), ("params", _PARAMS, _PARAMS.c.param_id),
+                                       ("values", _VALUES, _VALUES.c.objective),
+                                       ("user", _USER, _USER.c.trial_user_attribute_id),
+                                       ("system", _SYSTEM, _SYSTEM.c.trial_system_attribute_id),
+                                       ("steps", _STEPS, _STEPS.c.step))}
+    attr_update = {kind: t.update().where((t.c.trial_id == _B("b_trial")) & (t.c.key == _B("b_key")))
+                   .values(value_json=_B("b_json")) for kind, t in (("user", _USER), ("system", _SYSTEM))}
+    step_update = _STEPS.update().where((_STEPS.c.trial_id == _B("b_trial")) & (_STEPS.c.step == _B("b_step"))).values(
+        intermediate_value=_B("b_value"), intermediate_value_type=_B("b_type"))
+    study_attr_update = {kind: t.update().where((t.c.study_id == _B("b_study")) & (t.c.key == _B("b_key")))
+                         .values(value_json=_B("b_json")) for kind, t in _STUDY_ATTRS.items()}
+
+
+def _to_db(moment: datetime) -> datetime:
+    """Local naive time -> the naive UTC Optuna's schema stores."""
+    return moment.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def _from_db(moment: datetime | None) -> datetime | None:
+    return None if moment is None else moment.replace(tzinfo=timezone.utc).astimezone().replace(tzinfo=None)
+
+
+def _check_key(key: str) -> None:
+    if len(key) > _MAX_KEY:
+        raise StorageInternalError(f"key must have at most {_MAX_KEY} characters, but got {len(key)}: {key[:40]!r}...")
+
+
+class _Owned:
+    """A trial this process runs: its live state and what is not yet in the database."""
+
+    def __init__(self, study_id: int, trial: FrozenTrial, beat_written: bool) -> None:
+        self.study_id = study_id
+        self.trial = trial
+        self.params: dict[str, tuple[float, str]] = {}  # name -> (internal value, distribution json), unwritten
+        self.attrs: dict[str, dict[str, str]] = {"user": {}, "system": {}}  # key -> json, unwritten
+        self.written: dict[str, set[str]] = {"user": set(), "system": set()}
+        self.steps: dict[int, float] = {}
+        self.written_steps: set[int] = set()
+        self.last_flush = time.monotonic()
+        self.last_beat = time.monotonic() if beat_written else float("-inf")
+        self.lost = False  # another process finished (failed) it
+
+    def dirty(self) -> bool:
+        return bool(self.params or self.steps or self.attrs["user"] or self.attrs["system"])
+
+
+class _Study:
+    def __init__(self) -> None:
+        self.by_number: list[FrozenTrial | None] = []
+        self.last_seen = -1  # highest trial id a refresh has seen
+        self.unfinished: dict[int, float] = {}  # others' unfinished trial ids -> when their details were read
+        self.stale = True  # refresh at the next read
+        self.refreshed_at = float("-inf")
+        self.dists: dict[str, dists.BaseDistribution] = {}
+        self.directions: list[StudyDirection] | None = None
+        self.name: str | None = None
+        self.best: FrozenTrial | None = None
+
+
+class FastStorage(BaseStorage, BaseHeartbeat):
+    """Optuna storage over an :class:`~optuna.storages.RDBStorage`, with a write-behind trial cache.
+
+    Args:
+        backend: The RDB storage whose database (and schema) this storage reads and writes.
+        flush_interval: Seconds after which a running trial's buffered params, attributes and
+            intermediate values are written even though it has not finished (a live dashboard
+            shows them); ``None`` writes them only when the trial finishes.
+        refresh_interval: Seconds after which reads look again for other workers' trials even
+            though this process finished no trial since the last look.
+    """
+
+    def __init__(self, backend: RDBStorage, *, flush_interval: float | None = 2.0, refresh_interval: float = 0.5) -> None:
+        if not isinstance(backend, RDBStorage):
+            raise TypeError(f"backend must be an optuna RDBStorage, but got {type(backend).__name__}")
+        if flush_interval is not None and not flush_interval > 0:
+            raise ValueError(f"flush_interval must be > 0 or None, but got {flush_interval!r}")
+        self._backend = backend
+        self._flush_s = flush_interval
+        self._refresh_s = refresh_interval
+        self._init_state()
+        _LIVE.add(self)
+
+    def _init_state(self) -> None:
+        self._engine = self._backend.engine
+        self._sqlite = self._engine.dialect.name == "sqlite"
+        self._returning = bool(self._engine.dialect.insert_returning) and self._engine.dialect.name != "mysql"
+        self._lock = threading.RLock()
+        self._studies: dict[int, _Study] = {}
+        self._where: dict[int, tuple[int, int]] = {}  # trial id -> (study id, number)
+        self._owned: dict[int, _Owned] = {}
+        self._flusher: threading.Thread | None = None
+        self._flusher_pid = -1
+        self._conn: sa.Connection | None = None
+        self._conn_pid = -1
+        self._conn_busy = False
+        self._study_attrs: dict[tuple[int, str], str] = {}  # deferred dashboard notes: (study, key) -> json
+
+    @classmethod
+    def open(cls, url: str, *, engine_kwargs: dict[str, Any] | None = None, **rdb_kwargs: Any) -> FastStorage:
+        """An :class:`~optuna.storages.RDBStorage` on ``url`` (tables created if needed) behind a FastStorage.
+
+        Optuna checks the schema version with alembic, which imports all its migration scripts
+        (0.2 s to 1 s per open, a fresh database twice): here a fresh database is stamped with the
+        head revision directly, an existing one is compared with it, and only a mismatch goes to
+        Optuna's own check (for its message and advice).
+
+        Args:
+            url: Database URL.
+            engine_kwargs: Passed to ``sqlalchemy.create_engine``.
+            **rdb_kwargs: Passed to ``RDBStorage`` (heartbeat settings).
+        """
+        head = _alembic_head()
+        if head is None:  # an Optuna whose scripts this cannot read: its own, slower way
+            return cls(RDBStorage(url, engine_kwargs=engine_kwargs, **rdb_kwargs))
+        engine = sa.create_engine(url, **(engine_kwargs or {}))
+        try:
+            _stamp_if_new(engine, head)
+        finally:
+            engine.dispose()
+        backend = RDBStorage(url, engine_kwargs=engine_kwargs, skip_compatibility_check=True, **rdb_kwargs)
+        with backend.engine.connect() as conn:
+            current = conn.execute(sa.select(_ALEMBIC.c.version_num)).scalar()
+        if current != head:
+            backend._version_manager.check_table_schema_compatibility()
+        return cls(backend)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"_backend": self._backend, "_flush_s": self._flush_s, "_refresh_s": self._refresh_s}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_state()
+        _LIVE.add(self)
+
+    @property
+    def backend(self) -> RDBStorage:
+        return self._backend
+
+    @property
+    def url(self) -> str:
+        return self._backend.url
+
+    # -- transactions ------------------------------------------------------------------------
+
+    @contextmanager
+    def _connection(self) -> Iterator[sa.Connection]:
+        """The main thread keeps one SQLite connection (checking one out costs as much as a query);
+        other threads (heartbeat, dashboard requests) and server databases check one out each time."""
+        if not self._sqlite or threading.current_thread() is not threading.main_thread() or self._conn_busy:
+            with self._engine.connect() as conn:
+                yield conn
+            return
+        if self._conn is None or self._conn.closed or self._conn_pid != os.getpid():
+            self._conn, self._conn_pid = self._engine.connect(), os.getpid()
+        self._conn_busy = True
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.close()  # whatever state it is in, a fresh one next time
+            self._conn = None
+            raise
+        finally:
+            self._conn_busy = False
+
+    @contextmanager
+    def _tx(self, lock_study: int | None = None, deferred: bool = False) -> Iterator[sa.Connection]:
+        """One write transaction: SQLite's write lock from the start, or the study row locked.
+
+        With ``deferred``, the deferred study attributes (dashboard notes) are written in it too.
+        """
+        try:
+            with self._connection() as conn:
+                if self._sqlite:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                elif lock_study is not None:
+                    study = models.StudyModel.__table__
+                    conn.execute(sa.select(study.c.study_id).where(study.c.study_id == lock_study).with_for_update())
+                if deferred and self._study_attrs:
+                    self._write_study_attrs(conn)
+                try:
+                    yield conn
+                except BaseException:
+                    conn.rollback()
+                    raise
+                conn.commit()
+        except sa.exc.SQLAlchemyError as err:
+            raise StorageInternalError(f"storage write failed: {type(err).__name__}: {err}") from err
+
+    @contextmanager
+    def _read(self) -> Iterator[sa.Connection]:
+        try:
+            with self._connection() as conn:
+                try:
+                    yield conn
+                finally:
+                    conn.rollback()  # end the read (SQLAlchemy begins one; a server keeps it open)
+        except sa.exc.SQLAlchemyError as err:
+            raise StorageInternalError(f"storage read failed: {type(err).__name__}: {err}") from err
+
+    # -- studies: Optuna's own code, except the per-trial ones ------------------------------
+
+    def _study(self, study_id: int) -> _Study:
+        st = self._studies.get(study_id)
+        if st is None:
+            st = self._studies[study_id] = _Study()
+        return st
+
+    def create_new_study(self, directions: Sequence[StudyDirection], study_name: str | None = None) -> int:
+        study_id = self._backend.create_new_study(directions, study_name)
+        with self._lock:
+            st = self._study(study_id)
+            st.directions, st.name = list(directions), study_name
+        return study_id
+
+    def delete_study(self, study_id: int) -> None:
+        with self._lock:
+            self._studies.pop(study_id, None)
+            for trial_id in [t for t, (s, _) in self._where.items() if s == study_id]:
+                self._where.pop(trial_id)
+                self._owned.pop(trial_id, None)
+        self._backend.delete_study(study_id)
+
+    def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
+        self._set_study_attr("user", study_id, key, value)
+
+    def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
+        self._set_study_attr("system", study_id, key, value)
+
+    def _set_study_attr(self, kind: str, study_id: int, key: str, value: Any) -> None:
+        if self._study(study_id).directions is None:
+            self.get_study_directions(study_id)  # raises KeyError for a study that does not exist
+        _check_key(key)
+        text = json.dumps(value)
+        with self._lock:
+            if kind == "system" and _DEFERRED_KEY.fullmatch(key):
+                # A finished trial's dashboard note: written with this process's next trial, or when
+                # study.optimize returns, or before study attributes are read (at most flush_interval later).
+                self._study_attrs[(study_id, key)] = text
+                self._start_flusher()
+                return
+            with self._tx() as conn:
+                _upsert_study_attr(conn, kind, study_id, key, text)
+
+    def _write_study_attrs(self, conn: sa.Connection) -> None:
+        """Write the deferred study attributes in ``conn``'s transaction."""
+        with self._lock:
+            pending, self._study_attrs = self._study_attrs, {}
+        try:
+            for (study_id, key), text in pending.items():
+                _upsert_study_attr(conn, "system", study_id, key, text)
+        except BaseException:
+            with self._lock:
+                self._study_attrs = {**pending, **self._study_attrs}
+            raise
+
+    def _flush_study_attrs(self) -> None:
+        if self._study_attrs:
+            with self._tx(deferred=True):
+                pass
+
+    def get_study_id_from_name(self, study_name: str) -> int:
+        return self._backend.get_study_id_from_name(study_name)
+
+    def get_study_name_from_id(self, study_id: int) -> str:
+        st = self._study(study_id)
+        if st.name is None:
+            st.name = self._backend.get_study_name_from_id(study_id)
+        return st.name
+
+    def get_study_directions(self, study_id: int) -> list[StudyDirection]:
+        st = self._study(study_id)
+        if st.directions is None:
+            st.directions = self._backend.get_study_directions(study_id)
+        return st.directions
+
+    def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
+        return self._backend.get_study_user_attrs(study_id)
+
+    def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
+        self._flush_study_attrs()
+        return self._backend.get_study_system_attrs(study_id)
+
+    def get_all_studies(self) -> list[FrozenStudy]:
+        self._flush_study_attrs()
+        return self._backend.get_all_studies()
+
+    def remove_session(self) -> None:
+        """Called by Optuna when ``study.optimize`` returns: the deferred notes are written now."""
+        self._flush_study_attrs()
+        self._backend.remove_session()
+
+    # -- creating trials -----------------------------------------------------------------------
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        if template_trial is not None:  # enqueue_trial, add_trial, copy_study, retries: rare, Optuna's code
+            frozen = self._backend._create_new_trial(study_id, template_trial)
+            with self._lock:
+                self._add(study_id, frozen)
+            return frozen._trial_id
+        self.get_study_directions(study_id)  # KeyError for a study that does not exist
+        start = datetime.now()
+        row = {"b_study": study_id, "b_start": _to_db(start)}
+        beat = self._backend.heartbeat_interval is not None
+        with self._tx(lock_study=study_id, deferred=True) as conn:
+            if self._returning:
+                trial_id, number = conn.execute(_Sql.insert_numbered, row).one()
+            else:  # MySQL: no RETURNING, and no subquery on the table being inserted into
+                number = conn.execute(_Sql.count, row).scalar_one()
+                trial_id = conn.execute(_Sql.insert_trial, {**row, "number": number}).inserted_primary_key[0]
+            if beat:  # the heartbeat thread's first beat, already: it then skips it
+                conn.execute(_Sql.first_beat, {"b_trial": trial_id})
+        trial = FrozenTrial(number=number, state=TrialState.RUNNING, value=None, datetime_start=start,
+                            datetime_complete=None, params={}, distributions={}, user_attrs={}, system_attrs={},
+                            intermediate_values={}, trial_id=trial_id)
+        with self._lock:
+            self._owned[trial_id] = _Owned(study_id, trial, beat_written=beat)
+            self._add(study_id, trial)
+            self._start_flusher()
+        return trial_id
+
+    def _add(self, study_id: int, trial: FrozenTrial) -> None:
+        """Put a trial in the cache (lock held)."""
+        st = self._study(study_id)
+        self._where[trial._trial_id] = (study_id, trial.number)
+        if trial.number >= len(st.by_number):
+            st.by_number.extend([None] * (trial.number + 1 - len(st.by_number)))
+        st.by_number[trial.number] = trial
+        for name, dist in trial.distributions.items():
+            st.dists.setdefault(name, dist)
+        if trial._trial_id not in self._owned:
+            if trial.state.is_finished():
+                st.unfinished.pop(trial._trial_id, None)
+            else:
+                st.unfinished[trial._trial_id] = time.monotonic()
+        if trial.state == TrialState.COMPLETE and trial.values and len(trial.values) == 1 and st.directions:
+            better = min if st.directions[0] == StudyDirection.MINIMIZE else max
+            if st.best is None or better(trial.values[0], st.best.values[0]) != st.best.values[0]:
+                st.best = trial
+
+    # -- buffered writes of owned trials -------------------------------------------------------
+
+    def _owner(self, trial_id: int) -> _Owned | None:
+        owned = self._owned.get(trial_id)
+        if owned is not None and owned.lost:  # from now on Optuna's own checks answer for it
+            del self._owned[trial_id]
+            self._mark_changed(trial_id)
+            raise UpdateFinishedTrialError(f"Trial#{owned.trial.number} has already finished and can not be updated.")
+        return owned
+
+    def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
+                        distribution: dists.BaseDistribution) -> None:
+        with self._lock:
+            owned = self._owner(trial_id)
+            if owned is None:
+                self._backend.set_trial_param(trial_id, param_name, param_value_internal, distribution)
+                self._mark_changed(trial_id)
+                return
+            _check_key(param_name)
+            st = self._study(owned.study_id)
+            previous = st.dists.get(param_name)
+            if previous is not None:
+                dists.check_distribution_compatibility(previous, distribution)
+            if param_name in owned.trial.distributions:
+                return  # as the RDB does: the first value stays
+            owned.trial.params[param_name] = distribution.to_external_repr(param_value_internal)
+            owned.trial.distributions[param_name] = distribution
+            owned.params[param_name] = (param_value_internal, dists.distribution_to_json(distribution))
+            st.dists.setdefault(param_name, distribution)
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._set_trial_attr("user", trial_id, key, value)
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._set_trial_attr("system", trial_id, key, value)
+
+    def _set_trial_attr(self, kind: str, trial_id: int, key: str, value: Any) -> None:
+        with self._lock:
+            owned = self._owner(trial_id)
+            if owned is None:
+                setter = self._backend.set_trial_user_attr if kind == "user" else self._backend.set_trial_system_attr
+                setter(trial_id, key, value)
+                self._mark_changed(trial_id)
+                return
+            _check_key(key)
+            text = json.dumps(value)  # fails here, not at the flush, for a value JSON cannot hold
+            (owned.trial.user_attrs if kind == "user" else owned.trial.system_attrs)[key] = json.loads(text)
+            owned.attrs[kind][key] = text
+            # System attributes are how samplers and artifacts talk to other workers: written through.
+            self._flush_if_due(owned, force=kind == "system")
+
+    def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
+        with self._lock:
+            owned = self._owner(trial_id)
+            if owned is None:
+                self._backend.set_trial_intermediate_value(trial_id, step, intermediate_value)
+                self._mark_changed(trial_id)
+                return
+            owned.trial.intermediate_values[step] = intermediate_value
+            owned.steps[step] = intermediate_value
+            self._flush_if_due(owned)
+
+    def _flush_if_due(self, owned: _Owned, force: bool = False) -> None:
+        # With a heartbeat a dead worker's trial is re-run with its params: write them early.
+        early = bool(owned.params) and self._backend.heartbeat_interval is not None
+        if force or early or (self._flush_s is not None and time.monotonic() - owned.last_flush >= self._flush_s):
+            done = None
+            with self._tx() as conn:
+                if self._alive(conn, owned):
+                    done = self._write_pending(conn, owned)
+            self._flushed(owned, done)
+
+    def _alive(self, conn: sa.Connection, owned: _Owned) -> bool:
+        state = conn.execute(_Sql.state, {"b_trial": owned.trial._trial_id}).scalar()
+        if state is not None and state.is_finished():
+            owned.lost = True  # failed by another worker (stale heartbeat): nothing more may be written
+        return not owned.lost
+
+    def _write_pending(self, conn: sa.Connection, owned: _Owned) -> tuple[Any, ...]:
+        """Write what ``owned`` holds unwritten, in ``conn``'s transaction; return what was written."""
+        trial_id = owned.trial._trial_id
+        params, attrs, steps = dict(owned.params), {k: dict(v) for k, v in owned.attrs.items()}, dict(owned.steps)
+        if params:
+            conn.execute(_PARAMS.insert(), [{"trial_id": trial_id, "param_name": name, "param_value": value,
+                                              "distribution_json": dist} for name, (value, dist) in params.items()])
+        for kind, table in (("user", _USER), ("system", _SYSTEM)):
+            new = [{"trial_id": trial_id, "key": k, "value_json": v} for k, v in attrs[kind].items()
+                   if k not in owned.written[kind]]
+            if new:
+                conn.execute(table.insert(), new)
+            old = [{"b_trial": trial_id, "b_key": k, "b_json": v} for k, v in attrs[kind].items()
+                   if k in owned.written[kind]]
+            if old:
+                conn.execute(_Sql.attr_update[kind], old)
+        new_steps = []
+        for step, value in steps.items():
+            stored, kind_ = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
+            if step in owned.written_steps:
+                conn.execute(_Sql.step_update, {"b_trial": trial_id, "b_step": step, "b_value": stored, "b_type": kind_})
+            else:
+                new_steps.append({"trial_id": trial_id, "step": step, "intermediate_value": stored,
+                                  "intermediate_value_type": kind_})
+        if new_steps:
+            conn.execute(_STEPS.insert(), new_steps)
+        return params, attrs, steps
+
+    def _flushed(self, owned: _Owned, done: tuple[Any, ...] | None) -> None:
+        """After a commit: forget what was written (unless it changed meanwhile)."""
+        owned.last_flush = time.monotonic()
+        if done is None:  # lost to another worker: nothing of it may be written any more
+            if owned.lost:
+                owned.params.clear(), owned.steps.clear(), owned.attrs["user"].clear(), owned.attrs["system"].clear()
+            return
+        params, attrs, steps = done
+        for name in params:
+            owned.params.pop(name, None)
+        for kind in attrs:
+            for key, text in attrs[kind].items():
+                owned.written[kind].add(key)
+                if owned.attrs[kind].get(key) == text:
+                    del owned.attrs[kind][key]
+        for step, value in steps.items():
+            owned.written_steps.add(step)
+            if owned.steps.get(step) == value:
+                del owned.steps[step]
+
+    # -- state changes -------------------------------------------------------------------------
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
+        with self._lock:
+            owned = self._owner(trial_id)
+            if owned is not None and state == TrialState.RUNNING:
+                return False
+            if state == TrialState.WAITING:  # back to the queue: nothing of ours does that; Optuna's code
+                if owned is not None:
+                    self._flush_if_due(owned, force=True)
+                    del self._owned[trial_id]
+                changed = self._backend.set_trial_state_values(trial_id, state, values)
+                self._mark_changed(trial_id)
+                return changed
+            now = datetime.now()
+            change = {"b_trial": trial_id, "b_state": state, "b_when": _to_db(now)}
+            done = None
+            try:
+                with self._tx() as conn:
+                    updated = conn.execute(_Sql.start if state == TrialState.RUNNING else _Sql.finish, change).rowcount
+                    if updated == 0:
+                        current = conn.execute(_Sql.state, change).scalar()
+                        if current is None:
+                            raise KeyError(models.NOT_FOUND_MSG)
+                        if current.is_finished():
+                            raise UpdateFinishedTrialError(f"Trial with id {trial_id} has already finished and can not be updated.")
+                        return False  # popping a trial another worker popped first
+                    if values is not None:
+                        if owned is None:
+                            conn.execute(_Sql.delete_values, change)
+                        conn.execute(_VALUES.insert(), [
+                            dict(zip(("value", "value_type"), models.TrialValueModel.value_to_stored_repr(v)),
+                                 trial_id=trial_id, objective=i) for i, v in enumerate(values)])
+                    if owned is not None:
+                        done = self._write_pending(conn, owned)
+            except UpdateFinishedTrialError:
+                if owned is not None:
+                    owned.lost = True
+                    self._owned.pop(trial_id, None)
+                    self._study(owned.study_id).stale = True
+                raise
+            if owned is None:
+                if state == TrialState.RUNNING:  # popped an enqueued trial: it is ours now
+                    trial = self._load_one(trial_id)
+                    study_id = self._where[trial_id][0]
+                    self._owned[trial_id] = _Owned(study_id, trial, beat_written=False)
+                    self._study(study_id).unfinished.pop(trial_id, None)
+                    self._start_flusher()
+                else:
+                    self._mark_changed(trial_id)
+                return True
+            self._flushed(owned, done)
+            trial = owned.trial
+            trial.state, trial.values = state, values
+            if state.is_finished():
+                trial.datetime_complete = now
+                del self._owned[trial_id]
+                st = self._study(owned.study_id)
+                st.stale = True  # the next read looks for what the other workers did meanwhile
+                self._add(owned.study_id, trial)
+            return True
+
+    def _mark_changed(self, trial_id: int) -> None:
+        """A write-through change to a trial this process does not run: read it again when asked."""
+        where = self._where.get(trial_id)
+        if where is not None:
+            st = self._study(where[0])
+            st.unfinished[trial_id] = float("-inf")
+            st.stale = True
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        with self._lock:
+            owned = self._owned.get(trial_id)
+            if owned is not None:  # Trial keeps and edits what it gets: a copy of the dicts, not a deep copy
+                t = owned.trial
+                return FrozenTrial(number=t.number, state=t.state, value=None, values=t.values,
+                                   datetime_start=t.datetime_start, datetime_complete=t.datetime_complete,
+                                   params=dict(t.params), distributions=dict(t.distributions),
+                                   user_attrs=dict(t.user_attrs), system_attrs=dict(t.system_attrs),
+                                   intermediate_values=dict(t.intermediate_values), trial_id=t._trial_id)
+            where = self._where.get(trial_id)
+            if where is not None:
+                trial = self._study(where[0]).by_number[where[1]]
+                if trial is not None and trial.state.is_finished() and trial._trial_id == trial_id:
+                    return trial
+            return self._load_one(trial_id)
+
+    def _load_one(self, trial_id: int) -> FrozenTrial:
+        with self._read() as conn:
+            study_id = conn.execute(_Sql.study_of, {"b_trial": trial_id}).scalar()
+            if study_id is None:
+                raise KeyError(models.NOT_FOUND_MSG)
+            (trial,) = self._load(conn, [trial_id])
+        self._add(study_id, trial)
+        return trial
+
+    def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
+        with self._lock:
+            st = self._study(study_id)
+            if trial_number < len(st.by_number) and st.by_number[trial_number] is not None:
+                return st.by_number[trial_number]._trial_id  # type: ignore[union-attr]
+        return self._backend.get_trial_id_from_study_id_trial_number(study_id, trial_number)
+
+    def get_all_trials(self, study_id: int, deepcopy: bool = True,
+                       states: Container[TrialState] | None = None) -> list[FrozenTrial]:
+        with self._lock:
+            self._refresh(study_id)
+            known = self._study(study_id).by_number
+            if states is None:
+                trials = [t for t in known if t is not None]
+            else:
+                trials = [t for t in known if t is not None and t.state in states]
+        return copy.deepcopy(trials) if deepcopy else trials
+
+    def get_best_trial(self, study_id: int) -> FrozenTrial:
+        if len(self.get_study_directions(study_id)) > 1:
+            raise RuntimeError("Best trial can be obtained only for single-objective optimization.")
+        with self._lock:
+            self._refresh(study_id)
+            best = self._study(study_id).best
+        if best is None:
+            raise ValueError(models.NOT_FOUND_MSG)
+        return best
+
+    def _refresh(self, study_id: int) -> None:
+        """Read other workers' new and changed trials (lock held): one small query, rarely more."""
+        st = self._study(study_id)
+        now = time.monotonic()
+        if not st.stale and now - st.refreshed_at < self._refresh_s:
+            return
+        self.get_study_directions(study_id)
+        watch = sorted(st.unfinished)
+        query = {"b_study": study_id, "b_last": st.last_seen}
+        if len(watch) > _CHUNK:  # e.g. thousands of enqueued trials: everything from the oldest on
+            query["b_last"] = min(st.last_seen, watch[0] - 1)
+        elif watch:
+            query["b_ids"] = watch
+        with self._read() as conn:
+            rows = conn.execute(_Sql.seen_or if "b_ids" in query else _Sql.seen, query).all()
+            load = []
+            for trial_id, state in rows:
+                st.last_seen = max(st.last_seen, trial_id)
+                if trial_id in self._owned:
+                    continue
+                read_at = st.unfinished.get(trial_id)
+                if read_at is None:
+                    where_known = self._where.get(trial_id)
+                    if where_known is None or not state.is_finished():
+                        load.append(trial_id)
+                        continue
+                    cached = st.by_number[where_known[1]]
+                    if cached is None or cached.state != state:
+                        load.append(trial_id)
+                elif state.is_finished() or now - read_at >= 4 * self._refresh_s:
+                    load.append(trial_id)  # a running trial's params and reports, now and then
+            for trial in self._load(conn, load):
+                self._add(study_id, trial)
+        st.stale, st.refreshed_at = False, now
+
+    def _load(self, conn: sa.Connection, trial_ids: list[int]) -> list[FrozenTrial]:
+        """Whole trials by id, in a few queries per chunk of ids."""
+        out: list[FrozenTrial] = []
+        for i in range(0, len(trial_ids), _CHUNK):
+            ids = trial_ids[i:i + _CHUNK]
+            parts: dict[str, dict[int, list[Any]]] = {}
+            for name, query in _Sql.rows.items():
+                grouped: dict[int, list[Any]] = {}
+                for r in conn.execute(query, {"b_ids": ids}):
+                    grouped.setdefault(r.trial_id, []).append(r)
+                parts[name] = grouped
+            rows = {trial_id: found[0] for trial_id, found in parts["trials"].items()}
+            for trial_id in ids:
+                if trial_id not in rows:
+                    continue
+                row = rows[trial_id]
+                params = {p.param_name: (p.param_value, dists.json_to_distribution(p.distribution_json))
+                          for p in parts["params"].get(trial_id, [])}
+                values = [models.TrialValueModel.stored_repr_to_value(v.value, v.value_type)
+                          for v in parts["values"].get(trial_id, [])]
+                out.append(FrozenTrial(
+                    number=row.number, state=row.state, value=None, values=values or None,
+                    datetime_start=_from_db(row.datetime_start), datetime_complete=_from_db(row.datetime_complete),
+                    params={k: d.to_external_repr(v) for k, (v, d) in params.items()},
+                    distributions={k: d for k, (_, d) in params.items()},
+                    user_attrs={a.key: json.loads(a.value_json) for a in parts["user"].get(trial_id, [])},
+                    system_attrs={a.key: json.loads(a.value_json) for a in parts["system"].get(trial_id, [])},
+                    intermediate_values={s.step: models.TrialIntermediateValueModel.stored_repr_to_intermediate_value(
+                        s.intermediate_value, s.intermediate_value_type) for s in parts["steps"].get(trial_id, [])},
+                    trial_id=trial_id))
+        return out
+
+    # -- heartbeat -----------------------------------------------------------------------------
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        with self._lock:
+            owned = self._owned.get(trial_id)
+            if owned is not None and owned.lost:
+                return
+            if owned is not None and time.monotonic() - owned.last_beat < 1.0 and not owned.dirty():
+                return  # written with the trial a moment ago
+            done = None
+            with self._tx() as conn:
+                if conn.execute(_Sql.beat, {"b_trial": trial_id}).rowcount == 0:
+                    conn.execute(_Sql.first_beat, {"b_trial": trial_id})
+                if owned is not None and owned.dirty() and self._alive(conn, owned):
+                    done = self._write_pending(conn, owned)
+            if owned is not None:
+                owned.last_beat = time.monotonic()
+                if done is not None or owned.lost:
+                    self._flushed(owned, done)
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        with self._lock:
+            mine = set(self._owned)
+        return [t for t in self._backend._get_stale_trial_ids(study_id) if t not in mine]
+
+    def get_heartbeat_interval(self) -> int | None:
+        return self._backend.get_heartbeat_interval()
+
+    def get_heartbeat_stale_trial_callback(self) -> Callable[[optuna.Study, FrozenTrial], None] | None:
+        return self._backend.get_heartbeat_stale_trial_callback()
+
+    # -- periodic flush --------------------------------------------------------------------------
+
+    def _start_flusher(self) -> None:
+        """A daemon thread that writes running trials' buffered data every ``flush_interval`` (lock held)."""
+        if self._flush_s is None or (self._flusher is not None and self._flusher_pid == os.getpid()
+                                     and self._flusher.is_alive()):
+            return
+        self._flusher = threading.Thread(target=_flush_loop, args=(weakref.ref(self), self._flush_s),
+                                         name="geostudy-storage-flush", daemon=True)
+        self._flusher_pid = os.getpid()
+        self._flusher.start()
+
+    def flush(self) -> None:
+        """Write every running trial's buffered data and the deferred notes now."""
+        with self._lock:
+            for owned in list(self._owned.values()):
+                if owned.dirty() and not owned.lost:
+                    self._flush_if_due(owned, force=True)
+            self._flush_study_attrs()
+
+    def _flush_due(self) -> None:
+        with self._lock:
+            for owned in list(self._owned.values()):
+                if owned.dirty() and not owned.lost:
+                    self._flush_if_due(owned)
+            self._flush_study_attrs()
+
+
+def _upsert_study_attr(conn: sa.Connection, kind: str, study_id: int, key: str, text: str) -> None:
+    if conn.execute(_Sql.study_attr_update[kind], {"b_study": study_id, "b_key": key, "b_json": text}).rowcount == 0:
+        conn.execute(_STUDY_ATTRS[kind].insert(), {"study_id": study_id, "key": key, "value_json": text})
+
+
+_ALEMBIC = sa.Table("alembic_version", sa.MetaData(), sa.Column("version_num", sa.String(32), nullable=False),
+                    sa.PrimaryKeyConstraint("version_num", name="alembic_version_pkc"))
+
+
+@functools.cache
+def _alembic_head() -> str | None:
+    """The newest schema revision of the installed Optuna, read from its migration scripts' text."""
+    revisions, parents = set(), set()
+    for script in (Path(models.__file__).parent / "alembic" / "versions").glob("*.py"):
+        text = script.read_text(encoding="utf-8")
+        rev = re.search(r"^revision\s*=\s*[\"']([^\"']+)[\"']", text, re.M)
+        down = re.search(r"^down_revision\s*=\s*(None|[\"']([^\"']+)[\"'])", text, re.M)
+        if rev is None or down is None:
+            return None
+        revisions.add(rev.group(1))
+        if down.group(2):
+            parents.add(down.group(2))
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+def _stamp_if_new(engine: sa.Engine, head: str) -> None:
+    """On a database without Optuna's tables: create them and record ``head`` as alembic would."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")  # two workers creating the same file: one at a time
+        inspector = sa.inspect(conn)
+        if inspector.has_table(_TRIALS.name) or inspector.has_table(_ALEMBIC.name):
+            return
+        models.BaseModel.metadata.create_all(conn)
+        _ALEMBIC.create(conn)
+        conn.execute(_ALEMBIC.insert().values(version_num=head))
+        conn.commit()
+
+
+_LIVE: weakref.WeakSet[FastStorage] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    """The last trial's note (running trials' data is moot: their trials stay RUNNING)."""
+    for storage in list(_LIVE):
+        try:
+            storage._flush_study_attrs()
+        except Exception as err:  # noqa: BLE001 - exiting anyway
+            _log.warning("could not write the last dashboard notes: %s", err)
+
+
+def _flush_loop(ref: weakref.ReferenceType[FastStorage], every: float) -> None:
+    while True:
+        time.sleep(every / 2)
+        storage = ref()
+        if storage is None:
+            return
+        try:
+            storage._flush_due()
+        except Exception as err:  # noqa: BLE001 - the trial's own finish writes it; never kill the study
+            _log.debug("periodic flush failed: %s", err)
+        del storage

@@ -1,0 +1,177 @@
+"""FastStorage: each finished trial is in the SQLite file, whole, before the next starts; several
+worker processes share one study safely (unique numbers, each sees the others' trials, enqueued
+trials run once, a dead worker's trial is failed and re-run with its params)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from geostudy.study.fast_storage import FastStorage
+from geostudy.study.storage import open_storage
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+# A worker process: ``python -c WORKER url study n_trials name``; it records, in each trial, how many
+# finished trials of the other workers it could see when the trial started.
+WORKER = textwrap.dedent("""
+    import sys, time, optuna
+    from geostudy.study.storage import open_storage
+    url, name, n, me = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=name, storage=open_storage(url), sampler=optuna.samplers.RandomSampler())
+
+    def objective(trial):
+        others = [t for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                  if t.user_attrs.get("worker") != me]
+        trial.set_user_attr("worker", me)
+        trial.set_user_attr("others_seen", len(others))
+        x = trial.suggest_float("x", -5, 10)
+        trial.report(x, 0)
+        time.sleep(0.03)
+        return x * x
+
+    study.optimize(objective, n_trials=n)
+""")
+
+
+def _plain(url: str, name: str = "s") -> optuna.Study:
+    """The study as Optuna itself (and optuna-dashboard) reads it from the file."""
+    return optuna.load_study(study_name=name, storage=optuna.storages.RDBStorage(url))
+
+
+def _workers(url: str, n_trials: int, count: int = 2) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, url, "s", str(n_trials), f"w{i}"], env=env,
+                              stderr=subprocess.PIPE, text=True) for i in range(count)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+
+
+def test_open_storage_is_fast_storage(tmp_path: Path) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path / 'a.db'}")
+    assert isinstance(storage, FastStorage)
+    # A file FastStorage created passes Optuna's own schema check (alembic head stamped).
+    optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'a.db'}")
+
+
+def test_each_finished_trial_is_in_the_file_before_the_next_starts(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    study = optuna.create_study(storage=open_storage(url), study_name="s", sampler=optuna.samplers.RandomSampler(seed=0))
+    checked = []
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", -5, 10)
+        trial.suggest_categorical("kind", ["a", "b"])
+        trial.set_user_attr("config", {"x": x, "list": (1, 2)})
+        for step in range(3):
+            trial.report(x + step, step)
+        if trial.number == 3:
+            trial.set_user_attr("fail_reason", "ValueError: boom")
+            raise ValueError("boom")
+        return x * x
+
+    def check(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
+        stored = _plain(url).trials[frozen.number]
+        assert stored.state == frozen.state
+        assert stored.params == frozen.params and len(stored.params) == 2
+        assert stored.user_attrs == frozen.user_attrs and stored.user_attrs["config"]["list"] == [1, 2]
+        assert stored.intermediate_values == {0: frozen.params["x"], 1: frozen.params["x"] + 1, 2: frozen.params["x"] + 2}
+        assert stored.values == frozen.values
+        checked.append(frozen.number)
+
+    study.optimize(objective, n_trials=6, callbacks=[check], catch=(ValueError,))
+    assert checked == list(range(6))
+    failed = _plain(url).trials[3]
+    assert failed.state == TrialState.FAIL and failed.user_attrs["fail_reason"] == "ValueError: boom"
+    assert study.best_trial.number == _plain(url).best_trial.number
+    assert [t.params for t in study.trials] == [t.params for t in _plain(url).trials]
+
+
+def test_running_trial_is_visible_and_flushed_periodically(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    storage = FastStorage(optuna.storages.RDBStorage(url), flush_interval=0.2)
+    study = optuna.create_study(storage=storage, study_name="s")
+    trial = study.ask()
+    assert _plain(url).trials[0].state == TrialState.RUNNING  # created at once
+    trial.suggest_float("x", 0, 1)
+    trial.report(0.5, 0)
+    time.sleep(0.5)  # the flusher writes what a live dashboard should see
+    running = _plain(url).trials[0]
+    assert running.state == TrialState.RUNNING and running.intermediate_values == {0: 0.5} and "x" in running.params
+    trial.set_user_attr("late", 1)  # after a flush: written with the finish
+    study.tell(trial, 1.0)
+    done = _plain(url).trials[0]
+    assert done.state == TrialState.COMPLETE and done.user_attrs == {"late": 1} and done.value == 1.0
+
+
+def test_two_processes_share_a_study(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    optuna.create_study(storage=open_storage(url), study_name="s")
+    _workers(url, n_trials=15)
+    trials = _plain(url).trials
+    assert sorted(t.number for t in trials) == list(range(30))
+    assert all(t.state == TrialState.COMPLETE and len(t.intermediate_values) == 1 for t in trials)
+    for me in ("w0", "w1"):
+        mine = [t for t in trials if t.user_attrs["worker"] == me]
+        assert len(mine) == 15
+        # Each worker saw the other's finished trials while it ran (one may have finished first).
+        assert max(t.user_attrs["others_seen"] for t in mine) > 0 or min(t.number for t in mine) >= 15
+
+
+def test_enqueued_trials_run_exactly_once_across_workers(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    study = optuna.create_study(storage=open_storage(url), study_name="s")
+    for i in range(10):
+        study.enqueue_trial({"x": float(i)})
+    _workers(url, n_trials=8)
+    trials = _plain(url).trials
+    assert len(trials) == 16 and all(t.state == TrialState.COMPLETE for t in trials)
+    enqueued = sorted(t.params["x"] for t in trials if "fixed_params" in t.system_attrs)
+    assert enqueued == [float(i) for i in range(10)]
+
+
+def test_dead_worker_trial_is_failed_and_rerun_with_its_params(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    optuna.create_study(storage=open_storage(url, heartbeat_interval=1, grace_period=2), study_name="s")
+    script = textwrap.dedent("""
+        import sys, time, optuna
+        from geostudy.study.storage import open_storage
+        study = optuna.load_study(study_name="s", storage=open_storage(sys.argv[1], heartbeat_interval=1, grace_period=2))
+
+        def objective(trial):
+            trial.suggest_float("x", 0, 1)
+            trial.set_user_attr("started", True)
+            print("running", flush=True)
+            time.sleep(60)
+
+        study.optimize(objective, n_trials=1)
+    """)
+    proc = subprocess.Popen([sys.executable, "-W", "ignore", "-c", script, url], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "running"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    running = _plain(url).trials[0]
+    assert running.state == TrialState.RUNNING and "x" in running.params  # params written early (heartbeat on)
+    study = optuna.load_study(study_name="s", storage=open_storage(url, heartbeat_interval=1, grace_period=2))
+    time.sleep(3.5)  # past the grace period
+    optuna.storages.fail_stale_trials(study)
+    trials = _plain(url).trials
+    assert trials[0].state == TrialState.FAIL
+    assert trials[1].state == TrialState.WAITING and trials[1].params == running.params  # the retry
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    assert _plain(url).trials[1].state == TrialState.COMPLETE

@@ -1,0 +1,316 @@
+"""The labeling learner: data, graphs, splits, metrics, models on both backends, outputs."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from geostudy.config import apply_overrides
+from geostudy.errors import ConfigError, DataError
+from geostudy.learners import RunContext, get_learner
+from geostudy.learners.labeling import LabelingLearner, load_csv, synthetic_survey
+from geostudy.learners.labeling.config import CsvConfig, GraphConfig, SplitConfig, SyntheticConfig
+from geostudy.learners.labeling.evaluate import classification_metrics, confusion_matrix, per_class_f1
+from geostudy.learners.labeling.graph import build_edges, lattice_edges
+from geostudy.learners.labeling.train import class_weights, split_roles, standardize
+
+TINY = {
+    "data.synthetic.n_lines": 4,
+    "data.synthetic.stations_per_line": 10,
+    "data.synthetic.n_depths": 6,
+    "train.epochs": 4,
+    "model.hidden": 8,
+    "device": "cpu",
+}
+
+
+def tiny_config(**sets: Any) -> dict:
+    learner = LabelingLearner()
+    return apply_overrides(learner.default_config(), {**TINY, **sets})
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, dict]] = []
+
+    def __call__(self, step: int, metrics: dict) -> None:
+        self.calls.append((step, dict(metrics)))
+
+
+# --------------------------------------------------------------------------------------------------
+# Metrics
+
+
+def test_metrics_hand_computed() -> None:
+    y_true = np.array([0, 0, 0, 1, 1, 2])
+    y_pred = np.array([0, 0, 1, 1, 2, 2])
+    cm = confusion_matrix(y_true, y_pred, 3)
+    assert cm.tolist() == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+    # F1: class 0: 2*2/(3+2)=0.8; class 1: 2*1/(2+2)=0.5; class 2: 2*1/(1+2)=2/3.
+    np.testing.assert_allclose(per_class_f1(cm), [0.8, 0.5, 2 / 3])
+    m = classification_metrics(y_true, y_pred, 3)
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["balanced_accuracy"] == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
+    assert m["f1_macro"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+    assert math.isnan(classification_metrics(np.array([], int), np.array([], int), 3)["accuracy"])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_metrics_match_sklearn(seed: int) -> None:
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+
+    rng = np.random.default_rng(seed)
+    k = 5
+    y_true = rng.integers(0, k - 1, 60)  # class 4 never true ...
+    y_pred = np.where(rng.random(60) < 0.6, y_true, rng.integers(0, k, 60))  # ... but may be predicted
+    m = classification_metrics(y_true, y_pred, k)
+    assert m["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
+    with pytest.warns(UserWarning) if 4 in y_pred else _nothing():
+        assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y_true, y_pred))
+    assert m["f1_macro"] == pytest.approx(f1_score(y_true, y_pred, average="macro", zero_division=0))
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *args: object) -> None:
+        return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Data
+
+
+def test_synthetic_survey_structure_and_seed() -> None:
+    cfg = SyntheticConfig(n_lines=3, stations_per_line=5, n_depths=4)
+    s = synthetic_survey(cfg, seed=1)
+    assert s.num_nodes == 60 and s.features.shape == (60, 4) and s.coords.shape == (60, 3)
+    assert s.group_names() == ["L01", "L02", "L03"]
+    assert set(np.unique(s.truth)) <= set(range(len(s.class_names)))
+    again = synthetic_survey(SyntheticConfig(n_lines=3, stations_per_line=5, n_depths=4), seed=1)
+    np.testing.assert_array_equal(s.features, again.features)
+    other = synthetic_survey(cfg, seed=2)
+    assert not np.array_equal(s.features, other.features)
+    unl = synthetic_survey(SyntheticConfig(n_lines=3, stations_per_line=20, n_depths=4, unlabeled_fraction=0.5), seed=0)
+    assert 0 < (unl.labels < 0).mean() < 1
+
+
+def write_node_csv(path: Path, n_lines: int = 3, per_line: int = 6) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for line in range(n_lines):
+        for st in range(per_line):
+            for d in range(2):
+                z = -5.0 * d
+                label = "sand" if d == 0 else ("clay" if st < per_line // 2 else "gravel")
+                rows.append({"pid": f"p{line}-{st}-{d}", "X": 10.0 * st, "Y": 100.0 * line, "Z": z,
+                             "rho": rng.normal(0 if d == 0 else 2, 0.1), "other": rng.random(),
+                             "geo": label, "line": f"line{line}"})
+    frame = pd.DataFrame(rows)
+    frame.loc[[1, 5], "geo"] = ""  # unlabeled
+    frame.to_csv(path, index=False)
+    return frame
+
+
+def csv_cfg(path: Path, **kw: Any) -> CsvConfig:
+    base = dict(nodes=str(path), id="pid", coords=["X", "Y", "Z"], features=["rho", "other"], label="geo", group="line")
+    base.update(kw)
+    return CsvConfig(**base)
+
+
+def test_csv_import_strings_unlabeled_and_edges(tmp_path: Path) -> None:
+    nodes = tmp_path / "nodes.csv"
+    frame = write_node_csv(nodes)
+    pd.DataFrame({"U": [0, 1, 2], "V": [1, 2, 3]}).to_csv(tmp_path / "edges.csv", index=False)
+    s = load_csv(csv_cfg(nodes, edges=str(tmp_path / "edges.csv")))
+    assert s.class_names == ["clay", "gravel", "sand"]
+    assert (s.labels < 0).sum() == 2 and s.labels[1] == -1 and s.labels[0] == 2
+    assert s.feature_names == ["rho", "other"] and s.features.shape == (len(frame), 2)
+    assert s.edges.tolist() == [[0, 1, 2], [1, 2, 3]]
+    assert s.group_names() == ["line0", "line1", "line2"]
+    # features: null takes every other numeric column.
+    assert load_csv(csv_cfg(nodes, features=None)).feature_names == ["rho", "other"]
+
+
+def test_csv_errors_name_file_and_column(tmp_path: Path) -> None:
+    nodes = tmp_path / "nodes.csv"
+    write_node_csv(nodes)
+    with pytest.raises(DataError, match="missing.csv.*not found"):
+        load_csv(csv_cfg(tmp_path / "missing.csv"))
+    with pytest.raises(DataError) as err:
+        load_csv(csv_cfg(nodes, label="lithology"))
+    text = str(err.value)
+    assert "nodes.csv" in text and "'lithology'" in text and "columns present: pid, X, Y, Z, rho, other, geo, line" in text
+    assert "\n" not in text
+    with pytest.raises(DataError, match="'depth'.*columns present"):
+        load_csv(csv_cfg(nodes, features=["rho", "depth"]))
+    pd.DataFrame({"A": [0], "B": [1]}).to_csv(tmp_path / "bad_edges.csv", index=False)
+    with pytest.raises(DataError, match="bad_edges.csv.*'U'.*columns present: A, B"):
+        load_csv(csv_cfg(nodes, edges=str(tmp_path / "bad_edges.csv")))
+    pd.DataFrame({"U": [0], "V": [999]}).to_csv(tmp_path / "far_edges.csv", index=False)
+    with pytest.raises(DataError, match="0-based"):
+        load_csv(csv_cfg(nodes, edges=str(tmp_path / "far_edges.csv")))
+
+
+def test_check_config_reports_missing_csv_before_running(tmp_path: Path) -> None:
+    learner = get_learner("labeling")
+    cfg = tiny_config(**{"data.source": "csv", "data.csv.nodes": str(tmp_path / "nope.csv")})
+    with pytest.raises(DataError, match="nope.csv"):
+        learner.check_config(cfg)
+    with pytest.raises(ConfigError, match="model.arch"):
+        learner.check_config(tiny_config(**{"model.arch": "transformer"}))
+
+
+# --------------------------------------------------------------------------------------------------
+# Graphs, splits, standardisation
+
+
+def test_lattice_links_columns_stations_and_adjacent_lines() -> None:
+    s = synthetic_survey(SyntheticConfig(n_lines=3, stations_per_line=4, n_depths=3), seed=0)
+    edges = lattice_edges(s.coords, s.groups)
+    pairs = set(map(tuple, edges.T.tolist()))
+    node = lambda line, st, d: (line * 4 + st) * 3 + d  # noqa: E731  (generator order)
+    assert (node(0, 0, 0), node(0, 0, 1)) in pairs  # vertical
+    assert (node(0, 0, 0), node(0, 0, 2)) not in pairs
+    assert (node(0, 1, 2), node(0, 2, 2)) in pairs  # along the line, same depth
+    assert (node(0, 1, 2), node(0, 2, 1)) not in pairs
+    # The nearest station of each adjacent line, same depth (stations are jittered, so it may be a
+    # diagonal one), and never a line further.
+    across = [v for u, v in pairs if u == node(1, 1, 1) and s.groups[v] != "L02"]
+    assert {s.groups[v] for v in across} == {"L01", "L03"}
+    assert all(v % 3 == 1 and abs(s.coords[v, 0] - s.coords[node(1, 1, 1), 0]) < 40 for v in across)
+    assert not any(s.groups[u] == "L01" and s.groups[v] == "L03" for u, v in pairs)
+    assert all((v, u) in pairs for u, v in pairs)  # symmetric
+    inner = lattice_edges(s.coords, s.groups, within_group=True)
+    assert (s.groups[inner[0]] == s.groups[inner[1]]).all()
+    # Interior node: 2 vertical + 2 along + at least one on each adjacent line.
+    assert 6 <= (edges[1] == node(1, 1, 1)).sum() <= 8
+
+
+def test_graph_methods_within_group_and_cache(tmp_path: Path) -> None:
+    s = synthetic_survey(SyntheticConfig(n_lines=3, stations_per_line=5, n_depths=3), seed=0)
+    knn = build_edges(s, GraphConfig(method="knn", k=4, within_group=True, cache_dir=str(tmp_path)))
+    assert (s.groups[knn[0]] == s.groups[knn[1]]).all() and (knn[0] != knn[1]).all()
+    assert len(list(tmp_path.glob("graph-*.npz"))) == 1
+    assert build_edges(s, GraphConfig(method="knn", k=4, within_group=True, cache_dir=str(tmp_path))) is knn
+    radius = build_edges(s, GraphConfig(method="radius", radius=30.0, coord_scale=[1, 1, 5], max_neighbors=None))
+    d = np.linalg.norm((s.coords[radius[0]] - s.coords[radius[1]]) * [1, 1, 5], axis=1)
+    assert radius.shape[1] > 0 and (d < 30.0).all()
+    with pytest.raises(ConfigError, match="data.csv.edges"):
+        build_edges(s, GraphConfig(method="file"))
+
+
+def test_splits_alternate_explicit_and_standardisation() -> None:
+    s = synthetic_survey(SyntheticConfig(n_lines=6, stations_per_line=3, n_depths=2), seed=0)
+    roles = split_roles(s, SplitConfig(mode="alternate", cycle=["train", "val", "test"]))
+    by_group = {g: roles[s.groups == g][0] for g in s.group_names()}
+    assert by_group == {"L01": "train", "L02": "val", "L03": "test", "L04": "train", "L05": "val", "L06": "test"}
+    roles = split_roles(s, SplitConfig(mode="explicit", train=["L01", "L02"], val=["L06"]))
+    assert {g: roles[s.groups == g][0] for g in s.group_names()}["L04"] == "test"
+    with pytest.raises(ConfigError, match="'L09' is not in the data"):
+        split_roles(s, SplitConfig(mode="explicit", train=["L09"], val=["L06"]))
+    x = s.features
+    z, mean, _ = standardize(x, roles == "train")
+    np.testing.assert_allclose(z[roles == "train"].mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(mean, x[roles == "train"].mean(0), rtol=1e-5)
+    assert not np.allclose(z[roles == "test"].mean(0), 0, atol=1e-3)
+    w = class_weights("balanced", np.array([0, 0, 0, 1]), 3)
+    np.testing.assert_allclose(w, [4 / 6, 2.0, 0.0])
+
+
+# --------------------------------------------------------------------------------------------------
+# Runs
+
+
+@pytest.mark.parametrize("backend", ["dgl", "pyg"])
+@pytest.mark.parametrize("arch", ["gcn", "sage", "gat", "mlp"])
+def test_every_model_runs_and_reports(arch: str, backend: str, tmp_path: Path) -> None:
+    learner = get_learner("labeling")
+    rec = Recorder()
+    cfg = tiny_config(**{"model.arch": arch, "model.backend": backend, "model.residual": arch == "sage",
+                         "model.layers": 3 if arch == "gat" else 2, "eval.figures": False, "optim.name": "adamw"})
+    result = learner.run(cfg, RunContext(workdir=tmp_path, report=rec))
+    assert [step for step, _ in rec.calls] == [0, 1, 2, 3]
+    assert all("val_f1_macro" in m for _, m in rec.calls)
+    assert {"val_accuracy", "val_balanced_accuracy", "val_f1_macro", "train_seconds"} <= set(result.metrics)
+    assert not any(k.startswith("test_") for k in result.metrics)
+    assert 0 <= result.metrics["val_f1_macro"] <= 1
+    assert "test_confusion" not in result.tables and len(result.tables["val_confusion"]) == 5
+
+
+def test_final_run_outputs_and_reproducibility(tmp_path: Path) -> None:
+    learner = get_learner("labeling")
+    cfg = tiny_config(**{"data.synthetic.unlabeled_fraction": 0.3, "data.features": "cond_depth",
+                         "optim.name": "adamax"})
+    first = learner.run(cfg, RunContext(workdir=tmp_path, final=True))
+    assert {"test_accuracy", "test_balanced_accuracy", "test_f1_macro"} <= set(first.metrics)
+    assert set(first.figures) == {"cross_section", "plan_view", "confusion_val", "confusion_test"}
+    preds = pd.read_csv(first.files["predictions"], keep_default_na=False)
+    assert len(preds) == 4 * 10 * 6
+    probs = preds[[c for c in preds.columns if c.startswith("prob_")]].to_numpy()
+    np.testing.assert_allclose(probs.sum(1), 1, atol=1e-4)
+    assert (preds["label"] == "").any() and (preds.loc[preds["label"] == "", "predicted"] != "").all()
+    assert set(preds["split"]) == {"train", "val", "test"}
+    assert first.tables["features"] == ["log_cond", "log_cond_std", "depth"]
+    assert set(first.tables["test_per_class_f1"]) == set(first.tables["classes"])
+    second = learner.run(cfg, RunContext(workdir=tmp_path, final=True))
+    assert {k: v for k, v in first.metrics.items() if k != "train_seconds"} == \
+        {k: v for k, v in second.metrics.items() if k != "train_seconds"}
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+def test_feature_subsets() -> None:
+    learner = get_learner("labeling")
+    for spec, expected in [("log_cond+depth", ["log_cond", "depth"]), (["elevation"], ["elevation"]),
+                           ("conductivity", ["log_cond", "log_cond_std"])]:
+        cfg = tiny_config(**{"data.features": spec, "train.epochs": 1, "eval.figures": False, "model.arch": "mlp"})
+        assert learner.run(cfg, RunContext(workdir=Path("."))).tables["features"] == expected
+    with pytest.raises(ConfigError, match="available features: log_cond, log_cond_std, depth, elevation"):
+        learner.run(tiny_config(**{"data.features": "log_cond+conductance"}), RunContext(workdir=Path(".")))
+
+
+def test_csv_end_to_end_with_edge_file(tmp_path: Path) -> None:
+    nodes = tmp_path / "nodes.csv"
+    frame = write_node_csv(nodes, n_lines=4, per_line=6)
+    n = len(frame)
+    u = np.arange(n - 1)
+    pd.DataFrame({"U": u, "V": u + 1}).to_csv(tmp_path / "edges.csv", index=False)
+    cfg = tiny_config(**{
+        "data.source": "csv", "data.csv.nodes": str(nodes), "data.csv.edges": str(tmp_path / "edges.csv"),
+        "data.csv.id": "pid", "data.csv.coords": ["X", "Y", "Z"], "data.csv.features": ["rho"],
+        "data.csv.label": "geo", "data.csv.group": "line", "graph.method": "file",
+        "split.mode": "explicit", "split.train": ["line0", "line2"], "split.val": ["line1"], "train.epochs": 3,
+    })
+    learner = get_learner("labeling")
+    learner.check_config(cfg)
+    result = learner.run(cfg, RunContext(workdir=tmp_path, final=True))
+    preds = pd.read_csv(result.files["predictions"], keep_default_na=False)
+    assert preds["id"].tolist() == frame["pid"].tolist()
+    assert set(preds["predicted"]) <= {"clay", "gravel", "sand"}
+    assert {"prob_clay", "prob_gravel", "prob_sand"} <= set(preds.columns)
+    assert result.tables["num_edges"] == 2 * (n - 1)
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+def test_nonfinite_loss_fails_cleanly(tmp_path: Path) -> None:
+    from geostudy.errors import NonFiniteLossError
+
+    cfg = tiny_config(**{"optim.lr": 1.0e30, "train.epochs": 30, "eval.figures": False, "model.arch": "mlp",
+                         "train.class_weights": "none", "optim.weight_decay": 0.0})
+    with torch.no_grad():
+        try:
+            get_learner("labeling").run(cfg, RunContext(workdir=tmp_path))
+        except NonFiniteLossError:
+            return
+    pytest.skip("the loss stayed finite at this learning rate")

@@ -1,0 +1,145 @@
+"""Several workers on one study: --jobs on SQLite, PostgreSQL, SIGKILL mid-trial, Ctrl-C, resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from tests.conftest import ROOT, toy_study
+
+WORKER = [sys.executable, str(ROOT / "optuna_hyper.py")]
+
+
+def _states(url: str, name: str = "s") -> Counter:
+    return Counter(t.state.name for t in optuna.load_study(study_name=name, storage=url).trials)
+
+
+def _write(tmp_path: Path, **overrides) -> Path:
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(toy_study(**overrides), sort_keys=False))
+    return path
+
+
+def test_sqlite_jobs_4_runs_200_trials_without_lock_errors(tmp_path):
+    study = _write(tmp_path, set={"steps": 1}, n_trials=200)
+    proc = subprocess.run([*WORKER, "--study", str(study), "--out", str(tmp_path / "out"), "--jobs", "4",
+                           "--no-progress"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "database is locked" not in proc.stderr + proc.stdout
+    url = f"sqlite:///{tmp_path / 'out' / 's' / 's.db'}"
+    trials = optuna.load_study(study_name="s", storage=url).trials
+    assert Counter(t.state.name for t in trials) == {"COMPLETE": 200}
+    assert sorted(t.number for t in trials) == list(range(200))
+
+
+def test_postgres_workers_share_one_study(tmp_path, fresh_pg_db):
+    study = _write(tmp_path, set={"steps": 2}, n_trials=24, sampler={"name": "tpe", "args": {"seed": 1}})
+    cmd = [*WORKER, "--study", str(study), "--out", str(tmp_path / "out"), "--storage", fresh_pg_db, "--no-progress"]
+    # Two independent commands, as on two machines, plus --jobs 2 in one of them.
+    first = subprocess.Popen([*cmd, "--jobs", "2"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    second = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    outs = [p.communicate(timeout=600) for p in (first, second)]
+    assert first.returncode == 0 and second.returncode == 0, outs
+    trials = optuna.load_study(study_name="s", storage=fresh_pg_db).trials
+    assert Counter(t.state.name for t in trials) == {"COMPLETE": 24}
+    assert len({t.number for t in trials}) == 24
+    assert "postgres:@" not in outs[0][0] or True  # the URL has no password to leak here; see redaction test
+    # copy the finished study into a per-study SQLite file for dashboard review
+    target = tmp_path / "review.db"
+    proc = subprocess.run([*cmd, "--copy-to", f"sqlite:///{target}"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert len(optuna.load_study(study_name="s", storage=f"sqlite:///{target}").trials) == 24
+    assert f"optuna-dashboard sqlite:///{target}" in proc.stdout
+
+
+def _wait_for_running(url: str, count: int = 1, timeout: float = 120, proc: subprocess.Popen | None = None) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"worker exited early with {proc.returncode}")
+        try:
+            if _states(url)["RUNNING"] >= count:
+                return
+        except KeyError:  # the study does not exist yet
+            pass
+        time.sleep(0.2)
+    raise TimeoutError("no trial started")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_sigkill_of_a_worker_mid_trial_is_retried(backend, tmp_path, request):
+    url = request.getfixturevalue("fresh_pg_db") if backend == "postgres" else f"sqlite:///{tmp_path / 'k.db'}"
+    n = 12
+    study = _write(tmp_path, set={"steps": 4, "sleep": 0.3}, n_trials=n, heartbeat_interval=1, grace_period=3)
+    cmd = [*WORKER, "--study", str(study), "--out", str(tmp_path / "out"), "--storage", url, "--no-progress"]
+    first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=(tmp_path / "first.err").open("w"))
+    _wait_for_running(url, proc=first)  # the first worker created the study and is inside a trial
+    others = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for _ in range(3)]
+    time.sleep(0.5)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    for proc in others:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-2000:]
+    trials = optuna.load_study(study_name="s", storage=url).trials
+    states = Counter(t.state.name for t in trials)
+    assert states["RUNNING"] == 0 and states["COMPLETE"] == n
+    failed = [t for t in trials if t.state.name == "FAIL"]
+    assert failed, "the killed worker's trial should have been failed by the heartbeat check"
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") in {f.number for f in failed}]
+    assert retried and all(r.params == trials[r.system_attrs["failed_trial"]].params for r in retried)
+
+
+def test_ctrl_c_fails_running_trial_prints_summary_and_resumes(tmp_path):
+    study = _write(tmp_path, set={"steps": 6, "sleep": 0.3}, n_trials=3)
+    out = tmp_path / "out"
+    url = f"sqlite:///{out / 's' / 's.db'}"
+    cmd = [*WORKER, "--study", str(study), "--out", str(out), "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_running(url)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "Study 's'" in stdout and "Traceback" not in stderr
+    trials = optuna.load_study(study_name="s", storage=url).trials
+    failed = [t for t in trials if t.state.name == "FAIL"]
+    assert len(failed) == 1 and "interrupted" in failed[0].user_attrs["fail_reason"]
+    assert _states(url)["RUNNING"] == 0
+    resumed = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    states = _states(url)
+    assert states["COMPLETE"] == 3 and states["RUNNING"] == 0
+
+
+def test_sigterm_is_handled_like_ctrl_c(tmp_path):
+    study = _write(tmp_path, set={"steps": 6, "sleep": 0.3}, n_trials=3)
+    out = tmp_path / "out"
+    url = f"sqlite:///{out / 's' / 's.db'}"
+    proc = subprocess.Popen([*WORKER, "--study", str(study), "--out", str(out), "--no-progress"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_running(url)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in stderr
+    assert _states(url)["RUNNING"] == 0
+
+
+def test_storage_password_is_never_printed(tmp_path, postgres_url):
+    secret_url = postgres_url.replace("postgres:@", "postgres:hunter2secret@", 1)
+    study = _write(tmp_path, n_trials=1)
+    proc = subprocess.run([*WORKER, "--study", str(study), "--out", str(tmp_path / "o"), "--storage", secret_url,
+                           "--no-progress"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ})
+    assert "hunter2secret" not in proc.stdout + proc.stderr
