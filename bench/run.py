@@ -79,7 +79,7 @@ def run_bench(name: str, quick: bool, out_dir: Path) -> dict:
     result = {
         "bench": name,
         "quick": quick,
-        "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "seconds": round(time.perf_counter() - start, 1),
         "rows": rows,

@@ -2,7 +2,6 @@
 
 import os
 
-
 # DGL asks interactively for a backend on first import unless this is set.
 os.environ.setdefault("DGLBACKEND", "pytorch")
 # Figures are files here, never windows.

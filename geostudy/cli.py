@@ -168,7 +168,7 @@ def study_main(argv: Sequence[str] | None = None) -> int:
 
 def _study(args: argparse.Namespace) -> int:
     from geostudy.study.export import dashboard_command, summary_text, write_best_config, write_trials_csv
-    from geostudy.study.runner import StudyPlan, finished_count, load_or_create, optimize
+    from geostudy.study.runner import FailureGuard, StudyPlan, finished_count, load_or_create, optimize
     from geostudy.study.spec import parse_study, resolve_study_path
     from geostudy.study.storage import check_url, default_storage_url, redact
 
@@ -196,13 +196,12 @@ def _study(args: argparse.Namespace) -> int:
     _sigterm_as_interrupt()
     if args.worker:
         try:
-            guard = optimize(plan, study, progress=False, catch=not args.no_catch)
+            return 1 if optimize(plan, study, progress=False, catch=not args.no_catch).tripped else 0
         except KeyboardInterrupt:
             return EXIT_INTERRUPTED
-        return 1 if guard.tripped else 0
     children = _start_workers(args, plan) if args.jobs > 1 else []
     interrupted = False
-    guard = None
+    guard: FailureGuard | None = None
     try:
         guard = optimize(plan, study, progress=not args.no_progress, catch=not args.no_catch)
         for child in children:

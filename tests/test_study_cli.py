@@ -11,8 +11,8 @@ import yaml
 
 from geostudy.cli import run_main, study_main
 from geostudy.learners.toy import branin
-from geostudy.study.samplers import list_samplers
 from geostudy.study.pruners import list_pruners
+from geostudy.study.samplers import list_samplers
 from tests.conftest import file_digest, toy_study
 
 

@@ -13,7 +13,7 @@ import torch
 from geostudy.errors import ConfigError, NonFiniteLossError
 from geostudy.learners.base import RunContext
 
-OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
     "adamw": torch.optim.AdamW,
     "adamax": torch.optim.Adamax,

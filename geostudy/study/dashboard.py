@@ -21,6 +21,9 @@ from geostudy.study.export import display_path
 from geostudy.study.storage import open_storage, redact
 
 
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
 class _ThreadedServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True  # Ctrl-C does not wait for a browser's open connections
 
@@ -81,6 +84,9 @@ def serve_dashboard(storage_url: str, artifact_dir: Path, *, host: str, port: in
         0 once interrupted.
     """
     server = make_dashboard_server(storage_url, artifact_dir, host=host, port=port)
+    if host not in LOCAL_HOSTS:
+        print(f"warning: listening on {host}: whoever reaches this port can view, edit and delete the study "
+              "(optuna-dashboard has no login)", file=sys.stderr)
     print(f"Dashboard for {redact(storage_url)} with artifacts in {display_path(artifact_dir)}", flush=True)
     print(f"Open {dashboard_url(host, port)} (Ctrl-C to stop)", flush=True)
     try:

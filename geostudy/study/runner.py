@@ -8,6 +8,7 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -55,7 +56,7 @@ def load_or_create(plan: StudyPlan) -> optuna.Study:
         if have != spec.directions:
             raise ConfigError(f"study {spec.name!r} in {redact(plan.storage_url)} has directions {have}, but the file "
                               f"asks for {spec.directions}; use another name or storage", file=spec.file, key="directions")
-    study = optuna.create_study(storage=storage, study_name=spec.name, directions=spec.directions,
+    study = optuna.create_study(storage=storage, study_name=spec.name, directions=list(spec.directions),  # type: ignore[arg-type]
                                 sampler=spec.make_sampler(), pruner=spec.make_pruner(), load_if_exists=True)
     if spec.name not in existing:
         study.set_metric_names(spec.metrics)
@@ -167,8 +168,8 @@ class SlotLock:
     def __init__(self, storage_url: str, study_name: str) -> None:
         from geostudy.study.storage import sqlite_path
 
-        self._file = None
-        self._pg_conn = None
+        self._file: IO[str] | None = None
+        self._pg_conn: Any = None
         self._key = zlib.crc32(study_name.encode())
         db = sqlite_path(storage_url)
         if db is not None:
@@ -183,8 +184,9 @@ class SlotLock:
 
     def acquire(self) -> None:
         if self._path is not None:
-            self._file = open(self._path, "a+")  # noqa: SIM115 (held across calls on purpose)
-            fcntl.flock(self._file, fcntl.LOCK_EX)
+            handle = open(self._path, "a+")  # noqa: SIM115 (held across calls on purpose)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            self._file = handle
         elif hasattr(self, "_engine"):
             import sqlalchemy
 
