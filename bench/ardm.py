@@ -23,13 +23,13 @@ from geostudy.config import apply_overrides, load_yaml
 from geostudy.learners.ardm.config import ArdmConfig
 from geostudy.learners.ardm.data import HardData, random_patches, resolve_path
 from geostudy.learners.ardm.evaluate import image_stats, mismatch
-from geostudy.learners.ardm.learner import ArdmLearner, train_model
+from geostudy.learners.ardm.learner import ArdmLearner, cpu_threads, sync_device, train_model
 from geostudy.learners.ardm.sampling import sample
 from geostudy.learners.base import CONFIG_DIR, RunContext
 
 SIZES = {
     # quick: a 32x32 model trained for a few minutes on a CPU; full: the default config's model.
-    True: {"data.patch": 32, "model.base_width": 16, "model.depth": 1, "train.epochs": 4,
+    True: {"threads": 1, "data.patch": 32, "model.base_width": 16, "model.depth": 1, "train.epochs": 4,
            "train.steps_per_epoch": 50, "train.batch_size": 16, "train.val_patches": 16, "train.val_repeats": 2},
     False: {"data.patch": 64, "train.epochs": 20, "train.steps_per_epoch": 200},
 }
@@ -57,17 +57,20 @@ def tiling_baseline(region: np.ndarray, n: int, size: int, tile: int, rng: np.ra
 
 
 def _timed_sample(model, n: int, size: int, budget: int, cfg: ArdmConfig, device: torch.device) -> tuple[float, int]:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync_device(device)
     start = time.perf_counter()
     out = sample(model, n, size, budget=budget, seed=cfg.seed, batch_size=n, device=device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync_device(device)
     return out.images.size / (time.perf_counter() - start), out.calls
 
 
 def run(quick: bool) -> list[dict]:
     cfg = bench_config(quick)
+    with cpu_threads(cfg.threads):
+        return _run(cfg)
+
+
+def _run(cfg: ArdmConfig) -> list[dict]:
     size, k = cfg.sample_size, cfg.data.n_categories
     with tempfile.TemporaryDirectory() as tmp:
         fit = train_model(cfg, RunContext(workdir=Path(tmp), verbose=True))

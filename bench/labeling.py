@@ -113,7 +113,7 @@ def f1_gap(quick: bool) -> tuple[float, float]:
 
 
 def run(quick: bool = False) -> list[dict]:
-    n, rounds = (20_000, 6) if quick else (100_000, 9)
+    n, rounds = (20_000, 15) if quick else (100_000, 11)
     times = epoch_times(n, k=18, rounds=rounds)
     raw = statistics.median(times["raw"])
     size = f"{n // 1000}k nodes / {times['edges'][0] / 1e6:.2f}M edges"

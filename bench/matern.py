@@ -37,7 +37,7 @@ def bench_config(quick: bool) -> MaternConfig:
         "seed": 0,
         "device": "auto",
         "data": {"n": 256, "locations": "uniform", "nu": 1.5, "m_min": 1, "m_max": 5,
-                 "simulation": "on_the_fly", "train_size": 512 if quick else 2048, "val_size": 128},
+                 "simulation": "on_the_fly", "train_size": 128 if quick else 1024, "val_size": 128},
         "prior": {"range": {"dist": "uniform", "low": 0.05, "high": 0.35},
                   "variance": {"dist": "fixed", "value": 1.0}, "nugget": {"dist": "fixed", "value": 0.0}},
         "graph": {"kind": "knn", "k": 8, "edge_weight": "learned"},

@@ -22,6 +22,7 @@ from geostudy.learners.ardm.evaluate import (
     indicator_variograms,
     mismatch,
 )
+from geostudy.learners.ardm.learner import cpu_threads
 from geostudy.learners.base import RunContext
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +31,7 @@ TI = ROOT.parent / "shared" / "data" / "channels_ti.png"
 # A config small enough to train and sample in seconds on a CPU, with no data file.
 TINY = {
     "device": "cpu",
+    "threads": 1,
     "data.source": "procedural",
     "data.downsample": 1,
     "data.patch": 8,
@@ -51,6 +53,13 @@ TINY = {
     "eval.n_reference": 4,
     "eval.n_hard": 5,
 }
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks: one CPU thread is several times faster than two contending ones."""
+    with cpu_threads(1):
+        yield
 
 
 def tiny_config(**extra) -> dict:
@@ -247,6 +256,12 @@ def test_bad_hard_data_is_a_one_line_error(datum: list[int]) -> None:
     msg = str(err.value)
     assert "\n" not in msg and "eval.hard_data[1]" in msg
     assert ("outside the 8x8 image" in msg) if datum[2] < 2 else ("category must be in 0..1" in msg)
+
+
+def test_sampling_rejects_hard_data_outside_the_image() -> None:
+    hard = HardData(rows=np.array([1, 9]), cols=np.array([2, 3]), cats=np.array([0, 1]))
+    with pytest.raises(ConfigError, match=r"hard datum 1 at \(row 9, col 3\) is outside the 8x8 image"):
+        sample(UNet(2, [4]), 1, 8, budget=2, hard=hard)
 
 
 def test_bad_config_values() -> None:

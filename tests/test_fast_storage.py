@@ -4,6 +4,7 @@ trials run once, a dead worker's trial is failed and re-run with its params)."""
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
@@ -22,14 +23,18 @@ from geostudy.study.storage import open_storage
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
-# A worker process: ``python -c WORKER url study n_trials name``; it records, in each trial, how many
-# finished trials of the other workers it could see when the trial started.
+# A worker process: ``python -c WORKER url study n_trials name folder``; all start optimising at once
+# (a "go" file in folder), and each trial records how many finished trials of the others it saw.
 WORKER = textwrap.dedent("""
     import sys, time, optuna
+    from pathlib import Path
     from geostudy.study.storage import open_storage
-    url, name, n, me = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    url, name, n, me, folder = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], Path(sys.argv[5])
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=name, storage=open_storage(url), sampler=optuna.samplers.RandomSampler())
+    (folder / me).touch()
+    while not (folder / "go").exists():
+        time.sleep(0.01)
 
     def objective(trial):
         others = [t for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
@@ -50,10 +55,14 @@ def _plain(url: str, name: str = "s") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=optuna.storages.RDBStorage(url))
 
 
-def _workers(url: str, n_trials: int, count: int = 2) -> None:
+def _workers(url: str, n_trials: int, folder: Path, count: int = 2) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, url, "s", str(n_trials), f"w{i}"], env=env,
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, url, "s", str(n_trials), f"w{i}", str(folder)], env=env,
                               stderr=subprocess.PIPE, text=True) for i in range(count)]
+    deadline = time.monotonic() + 50
+    while not all((folder / f"w{i}").exists() for i in range(count)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (folder / "go").touch()
     for proc in procs:
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
@@ -116,30 +125,43 @@ def test_running_trial_is_visible_and_flushed_periodically(tmp_path: Path) -> No
     assert done.state == TrialState.COMPLETE and done.user_attrs == {"late": 1} and done.value == 1.0
 
 
-def test_two_processes_share_a_study(tmp_path: Path) -> None:
+def test_dashboard_notes_ride_along_with_the_next_trial(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'a.db'}"
-    optuna.create_study(storage=open_storage(url), study_name="s")
-    _workers(url, n_trials=15)
-    trials = _plain(url).trials
-    assert sorted(t.number for t in trials) == list(range(30))
-    assert all(t.state == TrialState.COMPLETE and len(t.intermediate_values) == 1 for t in trials)
-    for me in ("w0", "w1"):
-        mine = [t for t in trials if t.user_attrs["worker"] == me]
-        assert len(mine) == 15
-        # Each worker saw the other's finished trials while it ran (one may have finished first).
-        assert max(t.user_attrs["others_seen"] for t in mine) > 0 or min(t.number for t in mine) >= 15
+    storage = open_storage(url)
+    study = optuna.create_study(storage=storage, study_name="s")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    study._storage.set_study_system_attr(study._study_id, "dashboard:1:note_ver", 1)
+    study._storage.set_study_system_attr(study._study_id, "other", 1)  # anything else: written through
+    notes = optuna.storages.RDBStorage(url).get_study_system_attrs(study._study_id)
+    assert "other" in notes and "dashboard:1:note_ver" not in notes
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)  # the next trial's creation writes it
+    assert "dashboard:1:note_ver" in optuna.storages.RDBStorage(url).get_study_system_attrs(study._study_id)
+    study._storage.set_study_system_attr(study._study_id, "dashboard:2:note_ver", 1)
+    assert "dashboard:2:note_ver" in study._storage.get_study_system_attrs(study._study_id)  # a read writes first
+    study._storage.set_study_system_attr(study._study_id, "dashboard:3:note_ver", 1)
+    study_id = study._study_id
+    del study, storage
+    gc.collect()  # the last note of a run: written when the storage goes
+    assert "dashboard:3:note_ver" in optuna.storages.RDBStorage(url).get_study_system_attrs(study_id)
 
 
-def test_enqueued_trials_run_exactly_once_across_workers(tmp_path: Path) -> None:
+def test_two_processes_share_a_study(tmp_path: Path) -> None:
+    """Unique numbers, each worker sees the other's trials, and each enqueued trial runs exactly once."""
     url = f"sqlite:///{tmp_path / 'a.db'}"
     study = optuna.create_study(storage=open_storage(url), study_name="s")
-    for i in range(10):
+    for i in range(8):
         study.enqueue_trial({"x": float(i)})
-    _workers(url, n_trials=8)
+    _workers(url, n_trials=12, folder=tmp_path)
     trials = _plain(url).trials
-    assert len(trials) == 16 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert sorted(t.number for t in trials) == list(range(24))
+    assert all(t.state == TrialState.COMPLETE and len(t.intermediate_values) == 1 for t in trials)
     enqueued = sorted(t.params["x"] for t in trials if "fixed_params" in t.system_attrs)
-    assert enqueued == [float(i) for i in range(10)]
+    assert enqueued == [float(i) for i in range(8)]
+    for me in ("w0", "w1"):
+        mine = [t for t in trials if t.user_attrs["worker"] == me]
+        assert len(mine) == 12
+        # Both ran at once: each saw the other's finished trials while it ran.
+        assert max(t.user_attrs["others_seen"] for t in mine) > 0
 
 
 def test_dead_worker_trial_is_failed_and_rerun_with_its_params(tmp_path: Path) -> None:

@@ -31,8 +31,8 @@ from tests.conftest import ROOT
 
 TINY = {
     "device": "cpu",
-    "data": {"n": 40, "train_size": 32, "val_size": 16, "test_size": 12},
-    "train": {"epochs": 1, "batch_size": 16},
+    "data": {"n": 40, "train_size": 32, "val_size": 16, "test_size": 12, "simulation": "fixed"},
+    "train": {"epochs": 2, "batch_size": 16},
     "model": {"hidden": 16, "deepsets_hidden": 16, "n_basis": 6},
     "eval": {"mle_fields": 3, "plots": False},
 }
@@ -374,7 +374,8 @@ def test_spacetime_run_estimates_both_ranges(tmp_path):
     learner = get_learner("matern")
     config = merged(learner.default_config(), merged(TINY, {"data": {"spacetime": True, "n": 12, "n_times": 4,
                                                                      "train_size": 16, "val_size": 8,
-                                                                     "test_size": 4}}))
+                                                                     "test_size": 4},
+                                                            "eval": {"mle_fields": 2}}))
     result = learner.run(config, RunContext(workdir=tmp_path, final=True))
     for key in ("val_rmse_log_range", "val_rmse_log_time_range", "test_rmse_log_time_range",
                 "mle_rmse_log_time_range"):
@@ -386,5 +387,5 @@ def test_quick_study_runs(tmp_path):
 
     out = tmp_path / "out"
     assert study_main(["--study", "matern_quick", "--out", str(out), "--n-trials", "2", "--no-progress",
-                       "--set", "data.train_size=64", "data.val_size=16", "train.epochs=2"]) == 0
+                       "--set", "data.n=32", "data.train_size=32", "data.val_size=8", "train.epochs=2"]) == 0
     assert (out / "matern_quick" / "best_config.yaml").is_file()

@@ -299,3 +299,27 @@ def test_config_files_parse() -> None:
         config = apply_overrides(load_yaml(REPO_ROOT / study["config"]), study.get("set") or {})
         for entry in study.get("enqueue") or []:
             parse_config(apply_overrides(config, entry))
+
+
+# ------------------------------------------------------------------------------------ through the CLIs
+
+
+def test_quick_study_runs(tmp_path: Path) -> None:
+    from geostudy.cli import study_main
+
+    out = tmp_path / "out"
+    assert study_main(["--study", "mogi_quick", "--out", str(out), "--n-trials", "2", "--no-progress", "--set",
+                       "data.grid.n=16", "train.n_train=64", "train.n_val=32", "train.epochs=2"]) == 0
+    assert (out / "mogi_quick" / "best_config.yaml").is_file()
+
+
+def test_run_cli_matrix_unknown_target_is_one_line(tiny_run: tuple[Path, object], tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from geostudy.cli import run_main
+
+    work, _ = tiny_run
+    code = run_main(["--config", str(REPO_ROOT / "configs" / "mogi.yaml"), "--out", str(tmp_path / "m"), "--set",
+                     "mode=matrix", f"matrix.checkpoint={work / 'mogi_model.pt'}", "matrix.y.var=y0_km"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.count("\n") == 0 and "does not predict 'y0_km'" in err

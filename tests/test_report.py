@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 from optuna_dashboard._note import get_note_from_system_attrs
 
 from geostudy.cli import study_main
-from geostudy.study.notes import NoteWriter, config_diff, flatten, trial_note, write_trial_note
+from geostudy.study.notes import MISSING, NoteWriter, config_diff, flatten, trial_note, write_trial_note
 from geostudy.study.report import write_report
 from geostudy.study.runner import StudyPlan, load_or_create
 from geostudy.study.spec import parse_study
@@ -61,7 +61,8 @@ def test_flatten_and_config_diff():
     base = {"learner": "toy", "model": {"hidden": 64, "arch": "gcn"}, "tags": [1, 2]}
     config = {"learner": "toy", "model": {"hidden": 32, "arch": "gcn", "heads": 4}, "tags": [1, 2]}
     assert flatten(base) == {"learner": "toy", "model.hidden": 64, "model.arch": "gcn", "tags": [1, 2]}
-    assert config_diff(base, config) == {"model.hidden": (64, 32), "model.heads": (None, 4)}
+    assert config_diff(base, config) == {"model.hidden": (64, 32), "model.heads": (MISSING, 4)}
+    assert config_diff({"a": None}, {"a": "all"}) == {"a": (None, "all")}
 
 
 def test_notes_say_config_metrics_ending_and_artifacts(mixed_study):
@@ -233,3 +234,13 @@ def test_report_of_a_multi_objective_study_has_the_pareto_front(tmp_path, write_
     assert "Plotly.newPlot(" in importance  # 6 complete trials: drawn, one bar per objective
     assert '"name":"value"' in importance and '"name":"distance"' in importance
     assert page.count("Optimization History Plot") == 2  # one per objective
+
+
+def test_note_counts_nan_metrics_instead_of_listing_them(tmp_path, write_study):
+    spec = parse_study(write_study(toy_study()))
+    trial = optuna.trial.create_trial(value=1.5, user_attrs={
+        "metrics": {"value": 1.5, "distance": 0.2, "test_value": float("nan"), "test_distance": float("nan")},
+        "config": spec.config_for({"x": 1.0, "y": 2.0})})
+    text = trial_note(trial, spec)
+    assert "| **value** | 1.5 |" in text and "| distance | 0.2 |" in text
+    assert "test_value" not in text and "2 more metrics are NaN" in text

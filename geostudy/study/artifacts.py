@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import mimetypes
 import shutil
 from pathlib import Path
 from typing import Any
@@ -47,9 +46,20 @@ def upload_run_outputs(trial: optuna.Trial, store: FileSystemArtifactStore, path
     for name, path in paths.items():
         if not path.is_file() or path.stat().st_size > MAX_ARTIFACT_BYTES:
             continue
-        mimetype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        mimetype = _mimetype(path)
         ids[name] = upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial, mimetype=mimetype)
     return ids
+
+
+# What the dashboard can show inline; anything else (checkpoints, arrays) is a plain download.
+# Python's own guess is wrong for some of ours (.pt is an "SNES page table").
+_VIEWABLE = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml",
+             ".pdf": "application/pdf", ".html": "text/html", ".csv": "text/csv", ".json": "application/json",
+             ".txt": "text/plain", ".yaml": "text/plain"}
+
+
+def _mimetype(path: Path) -> str:
+    return _VIEWABLE.get(path.suffix.lower(), "application/octet-stream")
 
 
 def make_store(folder: Path) -> FileSystemArtifactStore:

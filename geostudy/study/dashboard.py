@@ -20,7 +20,6 @@ from geostudy.study.artifacts import make_store
 from geostudy.study.export import display_path
 from geostudy.study.storage import open_storage, redact
 
-
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 

@@ -15,8 +15,15 @@ each after looking the trial up again, and its ``_CachedStorage`` re-reads the d
   every state change of a trial owned by someone else (popping an enqueued trial, failing a stale
   one) are written through, atomically: a conditional ``UPDATE`` under the database's write lock;
 * reads come from memory. Finished trials never change, so each is read once; other workers' new
-  and unfinished trials are picked up by one small query, at most once per trial this process
-  finishes (or every ``refresh_interval`` seconds while it waits or runs a long trial).
+  and changed trials are picked up by one small query (ids above the last seen, plus the ones known
+  unfinished). On SQLite it runs only when ``PRAGMA data_version`` says another connection wrote
+  since the last look (so a count taken under a lock is exact, and a lone worker never queries);
+  elsewhere at most every ``refresh_interval`` seconds (0 from :meth:`FastStorage.open`: every
+  read asks the server), and after each trial this process finishes;
+* optuna-dashboard notes (study system attributes ``dashboard:<trial id>:note_*``, written by a
+  callback after each trial) ride along with the next trial's creation instead of two commits of
+  their own; they are written before any read of study attributes, within ``flush_interval``, and
+  when the storage is flushed, collected or the process exits.
 
 On SQLite every write transaction starts with ``BEGIN IMMEDIATE``, so two workers never both read
 and then race to write (the "database is locked" of a deferred transaction upgrade); elsewhere the
@@ -27,7 +34,6 @@ from __future__ import annotations
 
 import atexit
 import copy
-import functools
 import json
 import logging
 import os
@@ -37,8 +43,7 @@ import time
 import weakref
 from collections.abc import Callable, Container, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
-from pathlib import Path
+from datetime import datetime
 from typing import Any
 
 import optuna
@@ -51,77 +56,27 @@ from optuna.study import StudyDirection
 from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 
-try:  # optuna is pinned to 5.0.*; its ORM models are internal, so fail loudly if they move
-    from optuna.storages._rdb import models
-except ImportError as err:  # pragma: no cover
-    raise ImportError(f"geostudy's FastStorage needs optuna 5.0's RDB models ({err}); install optuna==5.0.*") from err
+from geostudy.study._trial_rows import (
+    CHUNK,
+    PARAMS,
+    STEPS,
+    STUDY_ATTRS,
+    SYSTEM,
+    USER,
+    VALUES,
+    Sql,
+    alembic_head,
+    check_key,
+    load_trials,
+    models,
+    read_alembic_version,
+    stamp_if_new,
+    to_db,
+)
 
 _log = logging.getLogger(__name__)
-_TRIALS = models.TrialModel.__table__
-_PARAMS = models.TrialParamModel.__table__
-_VALUES = models.TrialValueModel.__table__
-_USER = models.TrialUserAttributeModel.__table__
-_SYSTEM = models.TrialSystemAttributeModel.__table__
-_STEPS = models.TrialIntermediateValueModel.__table__
-_BEATS = models.TrialHeartbeatModel.__table__
-_STUDY_ATTRS = {"user": models.StudyUserAttributeModel.__table__, "system": models.StudySystemAttributeModel.__table__}
-_MAX_KEY = models.MAX_INDEXED_STRING_LENGTH
-_CHUNK = 500  # ids per IN (...) list
 # optuna-dashboard's keys of a trial's note (``note_ver_key``, ``note_str_key_prefix``)
 _DEFERRED_KEY = re.compile(r"dashboard:\d+:note_(ver|str:\d+)")
-_B = sa.bindparam
-
-
-class _Sql:
-    """Statements built once: SQLAlchemy then only looks their compiled form up (no rebuilding per call)."""
-
-    count = sa.select(sa.func.count()).select_from(_TRIALS).where(_TRIALS.c.study_id == _B("b_study"))
-    insert_trial = _TRIALS.insert().values(study_id=_B("b_study"), state=TrialState.RUNNING,
-                                           datetime_start=_B("b_start"))
-    # Number = trials of the study so far, in the INSERT itself (SQLite's write lock / the study row lock held).
-    insert_numbered = insert_trial.values(number=count.scalar_subquery()).returning(_TRIALS.c.trial_id,
-                                                                                    _TRIALS.c.number)
-    state = sa.select(_TRIALS.c.state).where(_TRIALS.c.trial_id == _B("b_trial"))
-    study_of = sa.select(_TRIALS.c.study_id).where(_TRIALS.c.trial_id == _B("b_trial"))
-    start = _TRIALS.update().where((_TRIALS.c.trial_id == _B("b_trial")) & (_TRIALS.c.state == TrialState.WAITING)
-                                   ).values(state=TrialState.RUNNING, datetime_start=_B("b_when"))
-    finish = _TRIALS.update().where(
-        (_TRIALS.c.trial_id == _B("b_trial")) & _TRIALS.c.state.in_([TrialState.RUNNING, TrialState.WAITING])
-    ).values(state=_B("b_state"), datetime_complete=_B("b_when"))
-    delete_values = _VALUES.delete().where(_VALUES.c.trial_id == _B("b_trial"))
-    beat = _BEATS.update().where(_BEATS.c.trial_id == _B("b_trial")).values(heartbeat=sa.func.now())
-    first_beat = _BEATS.insert().values(trial_id=_B("b_trial"), heartbeat=sa.func.now())
-    seen = sa.select(_TRIALS.c.trial_id, _TRIALS.c.state).where(
-        (_TRIALS.c.study_id == _B("b_study")) & (_TRIALS.c.trial_id > _B("b_last")))
-    seen_or = sa.select(_TRIALS.c.trial_id, _TRIALS.c.state).where(
-        (_TRIALS.c.study_id == _B("b_study"))
-        & ((_TRIALS.c.trial_id > _B("b_last")) | _TRIALS.c.trial_id.in_(_B("b_ids", expanding=True))))
-    rows = {name: sa.select(table).where(table.c.trial_id.in_(_B("b_ids", expanding=True))).order_by(order)
-            for name, table, order in (("trials", _TRIALS, _TRIALS.c.trial_id), ("params", _PARAMS, _PARAMS.c.param_id),
-                                       ("values", _VALUES, _VALUES.c.objective),
-                                       ("user", _USER, _USER.c.trial_user_attribute_id),
-                                       ("system", _SYSTEM, _SYSTEM.c.trial_system_attribute_id),
-                                       ("steps", _STEPS, _STEPS.c.step))}
-    attr_update = {kind: t.update().where((t.c.trial_id == _B("b_trial")) & (t.c.key == _B("b_key")))
-                   .values(value_json=_B("b_json")) for kind, t in (("user", _USER), ("system", _SYSTEM))}
-    step_update = _STEPS.update().where((_STEPS.c.trial_id == _B("b_trial")) & (_STEPS.c.step == _B("b_step"))).values(
-        intermediate_value=_B("b_value"), intermediate_value_type=_B("b_type"))
-    study_attr_update = {kind: t.update().where((t.c.study_id == _B("b_study")) & (t.c.key == _B("b_key")))
-                         .values(value_json=_B("b_json")) for kind, t in _STUDY_ATTRS.items()}
-
-
-def _to_db(moment: datetime) -> datetime:
-    """Local naive time -> the naive UTC Optuna's schema stores."""
-    return moment.astimezone(timezone.utc).replace(tzinfo=None)
-
-
-def _from_db(moment: datetime | None) -> datetime | None:
-    return None if moment is None else moment.replace(tzinfo=timezone.utc).astimezone().replace(tzinfo=None)
-
-
-def _check_key(key: str) -> None:
-    if len(key) > _MAX_KEY:
-        raise StorageInternalError(f"key must have at most {_MAX_KEY} characters, but got {len(key)}: {key[:40]!r}...")
 
 
 class _Owned:
@@ -149,6 +104,7 @@ class _Study:
         self.last_seen = -1  # highest trial id a refresh has seen
         self.unfinished: dict[int, float] = {}  # others' unfinished trial ids -> when their details were read
         self.stale = True  # refresh at the next read
+        self.version: int | None = None  # SQLite's data_version at the last refresh
         self.refreshed_at = float("-inf")
         self.dists: dict[str, dists.BaseDistribution] = {}
         self.directions: list[StudyDirection] | None = None
@@ -208,20 +164,22 @@ class FastStorage(BaseStorage, BaseHeartbeat):
             engine_kwargs: Passed to ``sqlalchemy.create_engine``.
             **rdb_kwargs: Passed to ``RDBStorage`` (heartbeat settings).
         """
-        head = _alembic_head()
+        head = alembic_head()
+        # A server database has no cheap "anything changed?": every read asks (one small query),
+        # so a count taken under a lock (exactly N trials across workers) is exact there too.
+        refresh = 0.5 if url.startswith("sqlite") else 0.0
         if head is None:  # an Optuna whose scripts this cannot read: its own, slower way
-            return cls(RDBStorage(url, engine_kwargs=engine_kwargs, **rdb_kwargs))
+            return cls(RDBStorage(url, engine_kwargs=engine_kwargs, **rdb_kwargs), refresh_interval=refresh)
         engine = sa.create_engine(url, **(engine_kwargs or {}))
         try:
-            _stamp_if_new(engine, head)
+            stamp_if_new(engine, head)
         finally:
             engine.dispose()
         backend = RDBStorage(url, engine_kwargs=engine_kwargs, skip_compatibility_check=True, **rdb_kwargs)
-        with backend.engine.connect() as conn:
-            current = conn.execute(sa.select(_ALEMBIC.c.version_num)).scalar()
+        current = read_alembic_version(backend.engine)
         if current != head:
             backend._version_manager.check_table_schema_compatibility()
-        return cls(backend)
+        return cls(backend, refresh_interval=refresh)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"_backend": self._backend, "_flush_s": self._flush_s, "_refresh_s": self._refresh_s}
@@ -260,6 +218,20 @@ class FastStorage(BaseStorage, BaseHeartbeat):
             raise
         finally:
             self._conn_busy = False
+
+    def _data_version(self) -> int | None:
+        """SQLite's ``PRAGMA data_version`` on the main thread's connection: it changes exactly when
+        another connection (another worker, or this one's heartbeat thread) commits. None elsewhere."""
+        if not self._sqlite or threading.current_thread() is not threading.main_thread() or self._conn_busy:
+            return None
+        try:
+            with self._connection() as conn:
+                raw = conn.connection.dbapi_connection
+                if raw is None or raw.in_transaction:
+                    return None
+                return int(raw.execute("PRAGMA data_version").fetchone()[0])
+        except Exception:  # noqa: BLE001 - then the time-based rule decides
+            return None
 
     @contextmanager
     def _tx(self, lock_study: int | None = None, deferred: bool = False) -> Iterator[sa.Connection]:
@@ -328,34 +300,68 @@ class FastStorage(BaseStorage, BaseHeartbeat):
     def _set_study_attr(self, kind: str, study_id: int, key: str, value: Any) -> None:
         if self._study(study_id).directions is None:
             self.get_study_directions(study_id)  # raises KeyError for a study that does not exist
-        _check_key(key)
+        check_key(key)
         text = json.dumps(value)
         with self._lock:
             if kind == "system" and _DEFERRED_KEY.fullmatch(key):
-                # A finished trial's dashboard note: written with this process's next trial, or when
-                # study.optimize returns, or before study attributes are read (at most flush_interval later).
+                # A finished trial's dashboard note: written with this process's next trial, or before
+                # study attributes are read, or at most flush_interval later, or when this storage is
+                # closed or collected, or at exit.
                 self._study_attrs[(study_id, key)] = text
                 self._start_flusher()
                 return
             with self._tx() as conn:
-                _upsert_study_attr(conn, kind, study_id, key, text)
+                self._upsert_study_attrs(conn, kind, [{"study_id": study_id, "key": key, "value_json": text}])
+
+    def _upsert_study_attrs(self, conn: sa.Connection, kind: str, rows: list[dict[str, Any]]) -> None:
+        table, dialect = STUDY_ATTRS[kind], self._engine.dialect.name
+        if dialect in ("sqlite", "postgresql"):  # one statement for all: INSERT ... ON CONFLICT DO UPDATE
+            conn.execute(Sql.upsert[dialect, kind], rows)
+            return
+        for row in rows:
+            update = {"b_study": row["study_id"], "b_key": row["key"], "b_json": row["value_json"]}
+            if conn.execute(Sql.study_attr_update[kind], update).rowcount == 0:
+                conn.execute(Sql.insert[table.name], row)
 
     def _write_study_attrs(self, conn: sa.Connection) -> None:
         """Write the deferred study attributes in ``conn``'s transaction."""
         with self._lock:
-            pending, self._study_attrs = self._study_attrs, {}
+            pending = dict(self._study_attrs)
+            self._study_attrs.clear()
         try:
-            for (study_id, key), text in pending.items():
-                _upsert_study_attr(conn, "system", study_id, key, text)
+            self._upsert_study_attrs(conn, "system", [{"study_id": study_id, "key": key, "value_json": text}
+                                                      for (study_id, key), text in pending.items()])
         except BaseException:
             with self._lock:
-                self._study_attrs = {**pending, **self._study_attrs}
+                self._study_attrs.update({k: v for k, v in pending.items() if k not in self._study_attrs})
             raise
 
     def _flush_study_attrs(self) -> None:
         if self._study_attrs:
             with self._tx(deferred=True):
                 pass
+
+    def close(self) -> None:
+        """Write what is deferred (dashboard notes, running trials' buffered data)."""
+        self.flush()
+
+    def __del__(self) -> None:
+        # Best effort, and quick: a collector may run this while another storage on the same file
+        # holds its write lock in this very thread, so wait 0.2 s for the lock, not a minute.
+        try:
+            if self._study_attrs and self._sqlite:
+                with self._engine.connect() as conn:
+                    conn.exec_driver_sql("PRAGMA busy_timeout=200")
+                    try:
+                        conn.exec_driver_sql("BEGIN IMMEDIATE")
+                        self._write_study_attrs(conn)
+                        conn.commit()
+                    finally:
+                        conn.exec_driver_sql("PRAGMA busy_timeout=60000")
+            elif self._study_attrs:
+                self._flush_study_attrs()
+        except Exception:  # noqa: BLE001, S110 - a lost note at teardown is not worth a traceback
+            pass
 
     def get_study_id_from_name(self, study_name: str) -> int:
         return self._backend.get_study_id_from_name(study_name)
@@ -384,8 +390,6 @@ class FastStorage(BaseStorage, BaseHeartbeat):
         return self._backend.get_all_studies()
 
     def remove_session(self) -> None:
-        """Called by Optuna when ``study.optimize`` returns: the deferred notes are written now."""
-        self._flush_study_attrs()
         self._backend.remove_session()
 
     # -- creating trials -----------------------------------------------------------------------
@@ -398,16 +402,17 @@ class FastStorage(BaseStorage, BaseHeartbeat):
             return frozen._trial_id
         self.get_study_directions(study_id)  # KeyError for a study that does not exist
         start = datetime.now()
-        row = {"b_study": study_id, "b_start": _to_db(start)}
+        row = {"b_study": study_id, "b_start": to_db(start)}
         beat = self._backend.heartbeat_interval is not None
         with self._tx(lock_study=study_id, deferred=True) as conn:
             if self._returning:
-                trial_id, number = conn.execute(_Sql.insert_numbered, row).one()
+                trial_id, number = conn.execute(Sql.insert_numbered, row).one()
             else:  # MySQL: no RETURNING, and no subquery on the table being inserted into
-                number = conn.execute(_Sql.count, row).scalar_one()
-                trial_id = conn.execute(_Sql.insert_trial, {**row, "number": number}).inserted_primary_key[0]
+                number = conn.execute(Sql.count, row).scalar_one()
+                key = conn.execute(Sql.insert_trial, {**row, "number": number}).inserted_primary_key
+                trial_id = key[0] if key is not None else None
             if beat:  # the heartbeat thread's first beat, already: it then skips it
-                conn.execute(_Sql.first_beat, {"b_trial": trial_id})
+                conn.execute(Sql.first_beat, {"b_trial": trial_id})
         trial = FrozenTrial(number=number, state=TrialState.RUNNING, value=None, datetime_start=start,
                             datetime_complete=None, params={}, distributions={}, user_attrs={}, system_attrs={},
                             intermediate_values={}, trial_id=trial_id)
@@ -431,8 +436,11 @@ class FastStorage(BaseStorage, BaseHeartbeat):
                 st.unfinished.pop(trial._trial_id, None)
             else:
                 st.unfinished[trial._trial_id] = time.monotonic()
-        if trial.state == TrialState.COMPLETE and trial.values and len(trial.values) == 1 and st.directions:
-            better = min if st.directions[0] == StudyDirection.MINIMIZE else max
+        if trial.state == TrialState.COMPLETE and trial.values and len(trial.values) == 1:
+            directions = self.get_study_directions(study_id)
+            if len(directions) > 1:
+                return
+            better = min if directions[0] == StudyDirection.MINIMIZE else max
             if st.best is None or better(trial.values[0], st.best.values[0]) != st.best.values[0]:
                 st.best = trial
 
@@ -454,7 +462,7 @@ class FastStorage(BaseStorage, BaseHeartbeat):
                 self._backend.set_trial_param(trial_id, param_name, param_value_internal, distribution)
                 self._mark_changed(trial_id)
                 return
-            _check_key(param_name)
+            check_key(param_name)
             st = self._study(owned.study_id)
             previous = st.dists.get(param_name)
             if previous is not None:
@@ -480,7 +488,7 @@ class FastStorage(BaseStorage, BaseHeartbeat):
                 setter(trial_id, key, value)
                 self._mark_changed(trial_id)
                 return
-            _check_key(key)
+            check_key(key)
             text = json.dumps(value)  # fails here, not at the flush, for a value JSON cannot hold
             (owned.trial.user_attrs if kind == "user" else owned.trial.system_attrs)[key] = json.loads(text)
             owned.attrs[kind][key] = text
@@ -509,7 +517,7 @@ class FastStorage(BaseStorage, BaseHeartbeat):
             self._flushed(owned, done)
 
     def _alive(self, conn: sa.Connection, owned: _Owned) -> bool:
-        state = conn.execute(_Sql.state, {"b_trial": owned.trial._trial_id}).scalar()
+        state = conn.execute(Sql.state, {"b_trial": owned.trial._trial_id}).scalar()
         if state is not None and state.is_finished():
             owned.lost = True  # failed by another worker (stale heartbeat): nothing more may be written
         return not owned.lost
@@ -519,27 +527,27 @@ class FastStorage(BaseStorage, BaseHeartbeat):
         trial_id = owned.trial._trial_id
         params, attrs, steps = dict(owned.params), {k: dict(v) for k, v in owned.attrs.items()}, dict(owned.steps)
         if params:
-            conn.execute(_PARAMS.insert(), [{"trial_id": trial_id, "param_name": name, "param_value": value,
+            conn.execute(Sql.insert[PARAMS.name], [{"trial_id": trial_id, "param_name": name, "param_value": value,
                                               "distribution_json": dist} for name, (value, dist) in params.items()])
-        for kind, table in (("user", _USER), ("system", _SYSTEM)):
+        for kind, table in (("user", USER), ("system", SYSTEM)):
             new = [{"trial_id": trial_id, "key": k, "value_json": v} for k, v in attrs[kind].items()
                    if k not in owned.written[kind]]
             if new:
-                conn.execute(table.insert(), new)
+                conn.execute(Sql.insert[table.name], new)
             old = [{"b_trial": trial_id, "b_key": k, "b_json": v} for k, v in attrs[kind].items()
                    if k in owned.written[kind]]
             if old:
-                conn.execute(_Sql.attr_update[kind], old)
+                conn.execute(Sql.attr_update[kind], old)
         new_steps = []
         for step, value in steps.items():
             stored, kind_ = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
             if step in owned.written_steps:
-                conn.execute(_Sql.step_update, {"b_trial": trial_id, "b_step": step, "b_value": stored, "b_type": kind_})
+                conn.execute(Sql.step_update, {"b_trial": trial_id, "b_step": step, "b_value": stored, "b_type": kind_})
             else:
                 new_steps.append({"trial_id": trial_id, "step": step, "intermediate_value": stored,
                                   "intermediate_value_type": kind_})
         if new_steps:
-            conn.execute(_STEPS.insert(), new_steps)
+            conn.execute(Sql.insert[STEPS.name], new_steps)
         return params, attrs, steps
 
     def _flushed(self, owned: _Owned, done: tuple[Any, ...] | None) -> None:
@@ -547,7 +555,9 @@ class FastStorage(BaseStorage, BaseHeartbeat):
         owned.last_flush = time.monotonic()
         if done is None:  # lost to another worker: nothing of it may be written any more
             if owned.lost:
-                owned.params.clear(), owned.steps.clear(), owned.attrs["user"].clear(), owned.attrs["system"].clear()
+                owned.params.clear()
+                owned.steps.clear()
+                owned.attrs = {"user": {}, "system": {}}
             return
         params, attrs, steps = done
         for name in params:
@@ -577,13 +587,13 @@ class FastStorage(BaseStorage, BaseHeartbeat):
                 self._mark_changed(trial_id)
                 return changed
             now = datetime.now()
-            change = {"b_trial": trial_id, "b_state": state, "b_when": _to_db(now)}
+            change = {"b_trial": trial_id, "b_state": state, "b_when": to_db(now)}
             done = None
             try:
                 with self._tx() as conn:
-                    updated = conn.execute(_Sql.start if state == TrialState.RUNNING else _Sql.finish, change).rowcount
+                    updated = conn.execute(Sql.start if state == TrialState.RUNNING else Sql.finish, change).rowcount
                     if updated == 0:
-                        current = conn.execute(_Sql.state, change).scalar()
+                        current = conn.execute(Sql.state, change).scalar()
                         if current is None:
                             raise KeyError(models.NOT_FOUND_MSG)
                         if current.is_finished():
@@ -591,8 +601,8 @@ class FastStorage(BaseStorage, BaseHeartbeat):
                         return False  # popping a trial another worker popped first
                     if values is not None:
                         if owned is None:
-                            conn.execute(_Sql.delete_values, change)
-                        conn.execute(_VALUES.insert(), [
+                            conn.execute(Sql.delete_values, change)
+                        conn.execute(Sql.insert[VALUES.name], [
                             dict(zip(("value", "value_type"), models.TrialValueModel.value_to_stored_repr(v)),
                                  trial_id=trial_id, objective=i) for i, v in enumerate(values)])
                     if owned is not None:
@@ -620,7 +630,9 @@ class FastStorage(BaseStorage, BaseHeartbeat):
                 trial.datetime_complete = now
                 del self._owned[trial_id]
                 st = self._study(owned.study_id)
-                st.stale = True  # the next read looks for what the other workers did meanwhile
+                # The next read looks for what the other workers did meanwhile (SQLite's main thread
+                # needs no hint: its data_version tells).
+                st.stale = st.stale or not (self._sqlite and threading.current_thread() is threading.main_thread())
                 self._add(owned.study_id, trial)
             return True
 
@@ -653,10 +665,10 @@ class FastStorage(BaseStorage, BaseHeartbeat):
 
     def _load_one(self, trial_id: int) -> FrozenTrial:
         with self._read() as conn:
-            study_id = conn.execute(_Sql.study_of, {"b_trial": trial_id}).scalar()
+            study_id = conn.execute(Sql.study_of, {"b_trial": trial_id}).scalar()
             if study_id is None:
                 raise KeyError(models.NOT_FOUND_MSG)
-            (trial,) = self._load(conn, [trial_id])
+            (trial,) = load_trials(conn, [trial_id])
         self._add(study_id, trial)
         return trial
 
@@ -692,17 +704,21 @@ class FastStorage(BaseStorage, BaseHeartbeat):
         """Read other workers' new and changed trials (lock held): one small query, rarely more."""
         st = self._study(study_id)
         now = time.monotonic()
-        if not st.stale and now - st.refreshed_at < self._refresh_s:
+        version = self._data_version()
+        if version is not None:  # SQLite knows whether anyone else wrote since: exact and nearly free
+            if version == st.version and not st.stale:
+                return
+        elif not st.stale and now - st.refreshed_at < self._refresh_s:
             return
         self.get_study_directions(study_id)
         watch = sorted(st.unfinished)
-        query = {"b_study": study_id, "b_last": st.last_seen}
-        if len(watch) > _CHUNK:  # e.g. thousands of enqueued trials: everything from the oldest on
+        query: dict[str, Any] = {"b_study": study_id, "b_last": st.last_seen}
+        if len(watch) > CHUNK:  # e.g. thousands of enqueued trials: everything from the oldest on
             query["b_last"] = min(st.last_seen, watch[0] - 1)
         elif watch:
             query["b_ids"] = watch
         with self._read() as conn:
-            rows = conn.execute(_Sql.seen_or if "b_ids" in query else _Sql.seen, query).all()
+            rows = conn.execute(Sql.seen_or if "b_ids" in query else Sql.seen, query).all()
             load = []
             for trial_id, state in rows:
                 st.last_seen = max(st.last_seen, trial_id)
@@ -719,41 +735,9 @@ class FastStorage(BaseStorage, BaseHeartbeat):
                         load.append(trial_id)
                 elif state.is_finished() or now - read_at >= 4 * self._refresh_s:
                     load.append(trial_id)  # a running trial's params and reports, now and then
-            for trial in self._load(conn, load):
+            for trial in load_trials(conn, load):
                 self._add(study_id, trial)
-        st.stale, st.refreshed_at = False, now
-
-    def _load(self, conn: sa.Connection, trial_ids: list[int]) -> list[FrozenTrial]:
-        """Whole trials by id, in a few queries per chunk of ids."""
-        out: list[FrozenTrial] = []
-        for i in range(0, len(trial_ids), _CHUNK):
-            ids = trial_ids[i:i + _CHUNK]
-            parts: dict[str, dict[int, list[Any]]] = {}
-            for name, query in _Sql.rows.items():
-                grouped: dict[int, list[Any]] = {}
-                for r in conn.execute(query, {"b_ids": ids}):
-                    grouped.setdefault(r.trial_id, []).append(r)
-                parts[name] = grouped
-            rows = {trial_id: found[0] for trial_id, found in parts["trials"].items()}
-            for trial_id in ids:
-                if trial_id not in rows:
-                    continue
-                row = rows[trial_id]
-                params = {p.param_name: (p.param_value, dists.json_to_distribution(p.distribution_json))
-                          for p in parts["params"].get(trial_id, [])}
-                values = [models.TrialValueModel.stored_repr_to_value(v.value, v.value_type)
-                          for v in parts["values"].get(trial_id, [])]
-                out.append(FrozenTrial(
-                    number=row.number, state=row.state, value=None, values=values or None,
-                    datetime_start=_from_db(row.datetime_start), datetime_complete=_from_db(row.datetime_complete),
-                    params={k: d.to_external_repr(v) for k, (v, d) in params.items()},
-                    distributions={k: d for k, (_, d) in params.items()},
-                    user_attrs={a.key: json.loads(a.value_json) for a in parts["user"].get(trial_id, [])},
-                    system_attrs={a.key: json.loads(a.value_json) for a in parts["system"].get(trial_id, [])},
-                    intermediate_values={s.step: models.TrialIntermediateValueModel.stored_repr_to_intermediate_value(
-                        s.intermediate_value, s.intermediate_value_type) for s in parts["steps"].get(trial_id, [])},
-                    trial_id=trial_id))
-        return out
+        st.stale, st.refreshed_at, st.version = False, now, version
 
     # -- heartbeat -----------------------------------------------------------------------------
 
@@ -766,8 +750,8 @@ class FastStorage(BaseStorage, BaseHeartbeat):
                 return  # written with the trial a moment ago
             done = None
             with self._tx() as conn:
-                if conn.execute(_Sql.beat, {"b_trial": trial_id}).rowcount == 0:
-                    conn.execute(_Sql.first_beat, {"b_trial": trial_id})
+                if conn.execute(Sql.beat, {"b_trial": trial_id}).rowcount == 0:
+                    conn.execute(Sql.first_beat, {"b_trial": trial_id})
                 if owned is not None and owned.dirty() and self._alive(conn, owned):
                     done = self._write_pending(conn, owned)
             if owned is not None:
@@ -812,46 +796,6 @@ class FastStorage(BaseStorage, BaseHeartbeat):
                 if owned.dirty() and not owned.lost:
                     self._flush_if_due(owned)
             self._flush_study_attrs()
-
-
-def _upsert_study_attr(conn: sa.Connection, kind: str, study_id: int, key: str, text: str) -> None:
-    if conn.execute(_Sql.study_attr_update[kind], {"b_study": study_id, "b_key": key, "b_json": text}).rowcount == 0:
-        conn.execute(_STUDY_ATTRS[kind].insert(), {"study_id": study_id, "key": key, "value_json": text})
-
-
-_ALEMBIC = sa.Table("alembic_version", sa.MetaData(), sa.Column("version_num", sa.String(32), nullable=False),
-                    sa.PrimaryKeyConstraint("version_num", name="alembic_version_pkc"))
-
-
-@functools.cache
-def _alembic_head() -> str | None:
-    """The newest schema revision of the installed Optuna, read from its migration scripts' text."""
-    revisions, parents = set(), set()
-    for script in (Path(models.__file__).parent / "alembic" / "versions").glob("*.py"):
-        text = script.read_text(encoding="utf-8")
-        rev = re.search(r"^revision\s*=\s*[\"']([^\"']+)[\"']", text, re.M)
-        down = re.search(r"^down_revision\s*=\s*(None|[\"']([^\"']+)[\"'])", text, re.M)
-        if rev is None or down is None:
-            return None
-        revisions.add(rev.group(1))
-        if down.group(2):
-            parents.add(down.group(2))
-    heads = revisions - parents
-    return heads.pop() if len(heads) == 1 else None
-
-
-def _stamp_if_new(engine: sa.Engine, head: str) -> None:
-    """On a database without Optuna's tables: create them and record ``head`` as alembic would."""
-    with engine.connect() as conn:
-        if engine.dialect.name == "sqlite":
-            conn.exec_driver_sql("BEGIN IMMEDIATE")  # two workers creating the same file: one at a time
-        inspector = sa.inspect(conn)
-        if inspector.has_table(_TRIALS.name) or inspector.has_table(_ALEMBIC.name):
-            return
-        models.BaseModel.metadata.create_all(conn)
-        _ALEMBIC.create(conn)
-        conn.execute(_ALEMBIC.insert().values(version_num=head))
-        conn.commit()
 
 
 _LIVE: weakref.WeakSet[FastStorage] = weakref.WeakSet()

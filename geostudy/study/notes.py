@@ -38,20 +38,31 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING = _Missing()  # stands for a key one config has and the other lacks
+
+
 def config_diff(base: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
     """Dotted keys whose value differs between two configs: key -> (base value, config value).
 
-    A key missing on one side shows as ``None`` there.
+    A key missing on one side shows as :data:`MISSING` there.
     """
     flat_base, flat = flatten(base), flatten(config)
     keys = list(flat) + [k for k in flat_base if k not in flat]
-    return {k: (flat_base.get(k), flat.get(k)) for k in keys if flat_base.get(k) != flat.get(k)}
+    pairs = {k: (flat_base.get(k, MISSING), flat.get(k, MISSING)) for k in keys}
+    return {k: (was, now) for k, (was, now) in pairs.items() if was is MISSING or now is MISSING or was != now}
 
 
 def _fmt(value: Any) -> str:
     """A value for a markdown table cell: short, one line, no pipes."""
-    if value is None:
+    if value is MISSING:
         return "—"
+    if value is None:
+        return "null"
     if isinstance(value, bool):
         text = str(value).lower()
     elif isinstance(value, float):
@@ -62,6 +73,10 @@ def _fmt(value: Any) -> str:
         text = str(value)
     text = " ".join(text.split()).replace("|", "\\|")
     return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 1] + "…"
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
 
 
 def trial_artifacts(trial: FrozenTrial) -> list[dict[str, str]]:
@@ -113,9 +128,14 @@ def trial_note(trial: FrozenTrial, spec: StudySpec, *, study_id: int | None = No
     for name, value in objective.items():
         metrics.setdefault(name, value)
     if metrics:
+        # Learners return NaN for what a run did not compute (test metrics outside a final run):
+        # counted, not listed, so the note stays readable (and one storage write).
+        shown = {k: v for k, v in metrics.items() if k in spec.metrics or not _is_nan(v)}
         lines += ["**Metrics**", "", "| metric | value |", "|---|---|"]
         lines += [f"| {'**' + name + '**' if name in spec.metrics else name} | {_fmt(value)} |"
-                  for name, value in metrics.items()]
+                  for name, value in shown.items()]
+        if len(shown) < len(metrics):
+            lines += ["", f"{len(metrics) - len(shown)} more metrics are NaN (not computed in this run)."]
         lines.append("")
     elif trial.intermediate_values:
         step = max(trial.intermediate_values)

@@ -31,7 +31,7 @@ TOP_TRIALS = 10
 SLICE_PARAMS = 4
 CONTOUR_PARAMS = 3
 PARALLEL_PARAMS = 10
-EMBED_FILE_BYTES = 5 * 2**20  # non-image artifacts up to this size are embedded as download links
+EMBED_FILE_BYTES = 2 * 2**20  # non-image artifacts up to this size are embedded as download links
 STATE_COLORS = {"COMPLETE": "#1f77b4", "PRUNED": "#d62728", "FAIL": "#7f7f7f", "RUNNING": "#2ca02c"}
 
 
@@ -54,6 +54,10 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.5g}" if math.isfinite(value) else str(value)
     return str(value)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _note(text: str) -> str:
@@ -166,8 +170,9 @@ def _intermediate_figure(study: optuna.Study, metric: str) -> Any:
 
 def _trial_table(trials: Sequence[FrozenTrial], spec: StudySpec, title_rank: bool = True) -> str:
     params = list(dict.fromkeys(p for t in trials for p in t.params))
-    extra = list(dict.fromkeys(m for t in trials for m in (t.user_attrs.get("metrics") or {})
-                               if m not in spec.metrics))
+    # The learner's other metrics, less those NaN in every row (not computed outside a final run).
+    extra = [m for m in dict.fromkeys(m for t in trials for m in (t.user_attrs.get("metrics") or {}))
+             if m not in spec.metrics and any(_finite((t.user_attrs.get("metrics") or {}).get(m)) for t in trials)]
     head = (["rank"] if title_rank else []) + ["trial", *spec.metrics, *params, *extra, "duration s"]
     rows = []
     for rank, t in enumerate(trials, 1):
@@ -195,13 +200,14 @@ def _artifact_html(study: optuna.Study, trial: FrozenTrial, artifact_dir: Path, 
     except Exception as err:  # noqa: BLE001 - a storage without artifact support still gets a report
         return _note(f"Artifacts could not be listed: {err}")
     if not metas:
-        return _note(f"Trial #{trial.number} has no artifacts (its learner returned no figures).")
+        return _note(f"Trial #{trial.number} has no artifacts: its run returned no figures or files.")
     store = FileSystemArtifactStore(base_path=str(artifact_dir))
-    parts = []
+    images, files = [], []
     for meta in sorted(metas, key=lambda m: m.filename):
         path = artifact_dir / meta.artifact_id
+        name = _esc(meta.filename)
         if not path.is_file():
-            parts.append(_note(f"{meta.filename}: file missing at {path} (was the artifact folder moved?)"))
+            files.append(f"<li>{name}: file missing at {_esc(path)} (was the artifact folder moved?)</li>")
             continue
         mimetype = meta.mimetype or "application/octet-stream"
         size = path.stat().st_size
@@ -209,16 +215,17 @@ def _artifact_html(study: optuna.Study, trial: FrozenTrial, artifact_dir: Path, 
             with store.open_reader(meta.artifact_id) as fh:
                 data = base64.b64encode(fh.read()).decode("ascii")
             uri = f"data:{mimetype};base64,{data}"
-        else:
+        else:  # big files (checkpoints) stay in the artifact folder, linked relative to the report
             uri = Path(os.path.relpath(path, report_dir)).as_posix()
-        name = _esc(meta.filename)
         if mimetype.startswith("image/"):
-            parts.append(f'<figure class="artifact"><img src="{uri}" alt="{name}" title="{name}">'
-                         f"<figcaption>{name}</figcaption></figure>")
+            images.append(f'<figure class="artifact"><img src="{uri}" alt="{name}" title="{name}">'
+                          f"<figcaption>{name}</figcaption></figure>")
         else:
-            parts.append(f'<p class="file"><a href="{uri}" download="{name}">{name}</a> ({_esc(mimetype)}, '
-                         f"{size / 1024:.0f} kB)</p>")
-    return '<div class="artifacts">' + "".join(parts) + "</div>"
+            files.append(f'<li><a href="{uri}" download="{name}">{name}</a> ({_esc(mimetype)}, {size / 1024:.0f} kB)</li>')
+    body = '<div class="artifacts">' + "".join(images) + "</div>" if images else ""
+    if files:
+        body += "<p>Files:</p><ul>" + "".join(files) + "</ul>"
+    return body
 
 
 def build_sections(study: optuna.Study, spec: StudySpec, artifact_dir: Path, report_dir: Path) -> list[Section]:
@@ -405,7 +412,12 @@ def write_report(study: optuna.Study, spec: StudySpec, path: Path, artifact_dir:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sections = build_sections(study, spec, Path(artifact_dir), path.parent.resolve())
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # no plot warnings (e.g. one-valued params) on the terminal
+    try:
+        sections = build_sections(study, spec, Path(artifact_dir), path.parent.resolve())
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(render(study, spec, sections), encoding="utf-8")
     tmp.replace(path)  # a reader never sees half a report

@@ -225,13 +225,10 @@ def optimize(plan: StudyPlan, study: optuna.Study, *, progress: bool = True, cat
     """
     guard = FailureGuard()
     callbacks: list = [guard]
-    try:  # TEMP-WIRING: remove the guard once notes.py lands
-        from geostudy.study.notes import NoteWriter
+    from geostudy.study.notes import NoteWriter
 
-        # The note first, so a trial's explanation is stored before the progress line announces it.
-        callbacks.append(NoteWriter(plan.spec))
-    except ImportError:
-        pass
+    # The note first, so a trial's explanation is stored before the progress line announces it.
+    callbacks.append(NoteWriter(plan.spec))
     bar = Progress(study, plan.spec, plan.n_trials, enabled=progress)
     callbacks.append(bar)
     lock = SlotLock(plan.storage_url, plan.spec.name)

@@ -61,7 +61,7 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
 
 
 def open_storage(url: str, *, heartbeat_interval: int | None = None, grace_period: int | None = None,
-                 retry_stale: int | None = 3) -> FastStorage:  # noqa: F821
+                 retry_stale: int | None = 3) -> optuna.storages.BaseStorage:
     """Open (creating if needed) an RDB storage, behind geostudy's write-behind trial cache.
 
     SQLite gets WAL, a long busy timeout and NORMAL sync so several local workers share one file

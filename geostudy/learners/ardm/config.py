@@ -152,6 +152,7 @@ class ArdmConfig:
     learner: str = "ardm"
     seed: int = 0
     device: str = "auto"
+    threads: int | None = None
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -163,6 +164,8 @@ class ArdmConfig:
         return self.eval.sample_size or self.data.patch
 
     def validate(self, file: str | Path | None, prefix: str) -> None:
+        if self.threads is not None:
+            check_range(self.threads, f"{prefix}threads", file=file, low=1)
         factor = 2 ** (len(self.model.channel_mult) - 1)
         for key, size in ((f"{prefix}data.patch", self.data.patch), (f"{prefix}eval.sample_size", self.sample_size)):
             if size % factor:

@@ -7,6 +7,7 @@ rest feeds training patches.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,12 +53,14 @@ def load_png(path: str | Path, n_categories: int, thresholds: Sequence[float] | 
             raise ConfigError(f"must hold n_categories - 1 = {n_categories - 1} grey levels, but got "
                               f"{len(thresholds)}", key="data.thresholds")
         return np.digitize(grey, np.asarray(thresholds, dtype=np.float64)).astype(np.int64)
-    levels, cats = np.unique(grey, return_inverse=True)
+    levels = np.flatnonzero(np.bincount(grey.ravel(), minlength=256))
     if len(levels) > n_categories:
         shown = ", ".join(str(v) for v in levels[:8]) + (", ..." if len(levels) > 8 else "")
         raise DataError(f"has {len(levels)} distinct grey levels ({shown}) but data.n_categories is {n_categories}; "
                         f"raise data.n_categories or set data.thresholds", file=path)
-    return cats.reshape(grey.shape).astype(np.int64)
+    lut = np.zeros(256, dtype=np.int64)
+    lut[levels] = np.arange(len(levels))
+    return lut[grey]
 
 
 def procedural_image(cfg: GeneratorConfig, n_categories: int, seed: int) -> np.ndarray:
@@ -107,6 +110,28 @@ def downsample(image: np.ndarray, factor: int, n_categories: int) -> np.ndarray:
     return counts.argmax(axis=0).astype(np.int64)
 
 
+@functools.lru_cache(maxsize=8)
+def _checked_png_shape(path: Path, mtime_ns: int, n_categories: int, thresholds: tuple[float, ...] | None
+                       ) -> tuple[int, int]:
+    return load_png(path, n_categories, thresholds).shape  # type: ignore[return-value]
+
+
+def check_training_image(cfg: DataConfig, min_size: int) -> None:
+    """Check that the configured image loads and its split fits ``min_size`` patches, without training.
+
+    A file's check is cached by path and modification time: a study checks every trial's config.
+    """
+    if cfg.source == "file":
+        path = resolve_path(cfg.path)
+        if not path.is_file():
+            load_png(path, cfg.n_categories)  # raises the DataError naming the file
+        thresholds = tuple(cfg.thresholds) if cfg.thresholds is not None else None
+        h, w = _checked_png_shape(path, path.stat().st_mtime_ns, cfg.n_categories, thresholds)
+    else:
+        h = w = cfg.generator.size
+    check_split((h // cfg.downsample, w // cfg.downsample), cfg.val_fraction, min_size)
+
+
 def load_training_image(cfg: DataConfig, seed: int) -> np.ndarray:
     """The configured training image as category indices, downsampled as asked."""
     if cfg.source == "procedural":
@@ -124,16 +149,26 @@ class Split:
     val: np.ndarray
 
 
+def _val_rows(height: int, val_fraction: float) -> int:
+    return int(round(height * val_fraction))
+
+
+def check_split(shape: tuple[int, int], val_fraction: float, patch: int) -> None:
+    """Raise :class:`DataError` unless both regions of an image of ``shape`` fit a ``patch``."""
+    h, w = shape
+    n_val = _val_rows(h, val_fraction)
+    for name, rows in (("training", h - n_val), ("held-out", n_val)):
+        if min(rows, w) < patch:
+            raise DataError(f"the {name} region is {rows}x{w} pixels, smaller than the {patch}x{patch} patches it "
+                            f"must supply (data.patch, eval.sample_size); use a bigger image, a smaller "
+                            f"data.downsample or patch, or another data.val_fraction")
+
+
 def split_image(image: np.ndarray, val_fraction: float, patch: int) -> Split:
     """Hold out the bottom ``val_fraction`` of the rows; both parts must fit a patch."""
-    n_val = int(round(image.shape[0] * val_fraction))
-    train, val = image[: image.shape[0] - n_val], image[image.shape[0] - n_val:]
-    for name, region in (("training", train), ("held-out", val)):
-        if min(region.shape) < patch:
-            raise DataError(f"the {name} region is {region.shape[0]}x{region.shape[1]} pixels, smaller than "
-                            f"the {patch}x{patch} patches it must supply (data.patch, eval.sample_size); use a bigger "
-                            f"image, a smaller data.downsample or patch, or another data.val_fraction")
-    return Split(train=train, val=val)
+    check_split(image.shape, val_fraction, patch)  # type: ignore[arg-type]
+    n_val = _val_rows(image.shape[0], val_fraction)
+    return Split(train=image[: image.shape[0] - n_val], val=image[image.shape[0] - n_val:])
 
 
 def random_patches(region: np.ndarray, n: int, size: int, rng: np.random.Generator, *, flips: bool = False,

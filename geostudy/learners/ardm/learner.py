@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -16,6 +17,7 @@ from geostudy.learners.ardm.config import ArdmConfig
 from geostudy.learners.ardm.data import (
     HardData,
     Split,
+    check_training_image,
     load_training_image,
     random_patches,
     split_image,
@@ -91,7 +93,25 @@ def train_model(cfg: ArdmConfig, ctx: RunContext) -> FittedModel:
     return FittedModel(model=ema.model.eval(), split=split, history=history, device=device)
 
 
-def _sync(device: torch.device) -> None:
+@contextlib.contextmanager
+def cpu_threads(threads: int | None) -> Iterator[None]:
+    """Run with ``threads`` torch CPU threads (None: leave the setting alone), restored afterwards."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _json_list(values: np.ndarray) -> list[float | None]:
+    """Per-class values for JSON: NaN (a class absent from every image) becomes null."""
+    return [float(v) if np.isfinite(v) else None for v in values]
+
+
+def sync_device(device: torch.device) -> None:
+    """Wait for queued GPU work, so wall-clock timings measure it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -113,15 +133,17 @@ class ArdmLearner(Learner):
 
     def check_config(self, config: Mapping[str, Any], *, file: str | Path | None = None) -> None:
         cfg: ArdmConfig = self.parse_config(config, file=file)
-        if cfg.data.source == "file":
-            # Loads the image: a missing file or one with too many grey levels fails before any storage.
-            split_image(load_training_image(cfg.data, cfg.seed), cfg.data.val_fraction,
-                        max(cfg.data.patch, cfg.sample_size))
+        # A missing file, one with too many grey levels or a split too small fails before any storage.
+        check_training_image(cfg.data, max(cfg.data.patch, cfg.sample_size))
         if cfg.eval.hard_data is not None:
             HardData.from_list(cfg.eval.hard_data, cfg.sample_size, cfg.data.n_categories)
 
     def run(self, config: Mapping[str, Any], ctx: RunContext) -> RunResult:
         cfg: ArdmConfig = self.parse_config(config)
+        with cpu_threads(cfg.threads):
+            return self._run(cfg, ctx)
+
+    def _run(self, cfg: ArdmConfig, ctx: RunContext) -> RunResult:
         size, n_classes = cfg.sample_size, cfg.data.n_categories
         fit = train_model(cfg, ctx)
         device, split, history = fit.device, fit.split, fit.history
@@ -129,11 +151,11 @@ class ArdmLearner(Learner):
 
         # Sampling: unconditional (timed) and conditional on the hard data.
         ctx.log(f"sampling {cfg.eval.n_samples} realisations of {size}x{size} in {cfg.eval.call_budget} calls")
-        _sync(device)
+        sync_device(device)
         start = time.perf_counter()
         uncond = sample(fit.model, cfg.eval.n_samples, size, budget=cfg.eval.call_budget, seed=cfg.seed + 4,
                         batch_size=cfg.eval.batch_size, device=device)
-        _sync(device)
+        sync_device(device)
         seconds = time.perf_counter() - start
         cond = sample(fit.model, cfg.eval.n_conditional, size, budget=cfg.eval.call_budget, hard=hard,
                       seed=cfg.seed + 5, batch_size=cfg.eval.batch_size, device=device)
@@ -171,10 +193,10 @@ class ArdmLearner(Learner):
         }
         tables = {
             "history": history,
-            "proportions": {"samples": ours_stats.proportions.tolist(), "training_image": ref_stats.proportions.tolist()},
-            "largest_component": {"samples": ours_stats.largest.tolist(), "training_image": ref_stats.largest.tolist()},
-            "connected_pairs": {"samples": ours_stats.connected_pairs.tolist(),
-                                "training_image": ref_stats.connected_pairs.tolist()},
             "calls_per_sample": uncond.calls,
+            **{name: {"samples": _json_list(getattr(ours_stats, attr)),
+                      "training_image": _json_list(getattr(ref_stats, attr))}
+               for name, attr in (("proportions", "proportions"), ("largest_component", "largest"),
+                                  ("connected_pairs", "connected_pairs"))},
         }
         return RunResult(metrics={k: float(v) for k, v in metrics.items()}, figures=figures, files=files, tables=tables)

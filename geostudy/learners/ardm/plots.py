@@ -45,7 +45,7 @@ def samples_grid(images: np.ndarray, n_classes: int, title: str, hard: HardData 
         if hard is not None and len(hard):
             _mark(ax, hard, n_classes)
         if reference is not None and i == 0:
-            ax.set_title("training image", fontsize=8)
+            ax.set_title("training image (held out)", fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from geostudy.errors import ConfigError
 from geostudy.learners.ardm.data import HardData
 from geostudy.learners.ardm.train import LN2
 
@@ -55,6 +56,11 @@ def sample(model: nn.Module, n: int, size: int, *, budget: int, hard: HardData |
     d = size * size
     generator = torch.Generator(device=device).manual_seed(seed)
     if hard is not None and len(hard):
+        inside = (hard.rows >= 0) & (hard.rows < size) & (hard.cols >= 0) & (hard.cols < size)
+        if not inside.all():
+            i = int(np.flatnonzero(~inside)[0])
+            raise ConfigError(f"hard datum {i} at (row {hard.rows[i]}, col {hard.cols[i]}) is outside the "
+                              f"{size}x{size} image")
         flat = torch.as_tensor(hard.rows * size + hard.cols, device=device)
         cats = torch.as_tensor(hard.cats, device=device)
     else:

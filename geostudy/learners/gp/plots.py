@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 AGGREGATE_PAGES = 1  # pages after the per-frame pages
 
@@ -81,6 +82,8 @@ def aggregate_figure(per_frame: Mapping[str, Sequence[Mapping[str, float]]], tru
     ax.plot(grid, np.exp(-grid**2 / 2) / np.sqrt(2 * np.pi), color="k", lw=1, label="N(0, 1)")
     ax.set(xlabel="(mean - truth) / std", title="standardised errors")
     ax.legend(fontsize=8)
+    for ax in axes[0]:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(f"{title} — all frames", fontsize=11)
     fig.tight_layout()
     return fig

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -25,7 +26,7 @@ _MEMORY_MAX = 8
 
 
 def _cache_key(survey: Survey, cfg: GraphConfig) -> str:
-    params = {"method": cfg.method, "within_group": cfg.within_group}
+    params: dict[str, Any] = {"method": cfg.method, "within_group": cfg.within_group}
     if cfg.method == "knn":
         params.update(k=cfg.k, scale=list(cfg.coord_scale))
     elif cfg.method == "radius":
@@ -126,7 +127,7 @@ def lattice_edges(coords: np.ndarray, groups: np.ndarray, *, within_group: bool 
         rank = np.arange(m.sum()) - np.repeat(np.cumsum(m) - m, m)
         parts.append(np.stack([order[np.repeat(start[ca], m) + rank], order[np.repeat(start[cb], m) + rank]]))
 
-    directions = []
+    directions: list[np.ndarray] = []
     line_cols: list[np.ndarray] = []
     for g in range(group_id.max() + 1 if n else 0):
         cols = np.flatnonzero(col_group == g)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from geostudy.errors import ConfigError
 from geostudy.learners.base import REPO_ROOT, Learner, RunContext, RunResult
 from geostudy.learners.labeling.config import LabelingConfig
 from geostudy.learners.labeling.data import Survey, load_csv, synthetic_survey
@@ -56,10 +57,14 @@ class LabelingLearner(Learner):
     def check_config(self, config: Mapping[str, Any], *, file: str | Path | None = None) -> None:
         """Types and ranges, then the data files, columns, features and splits (before any study starts)."""
         cfg: LabelingConfig = self.parse_config(config, file=file)
-        if cfg.data.source == "csv":
-            survey = load_survey(cfg)
+        try:
+            survey = load_survey(cfg)  # a synthetic survey is cached, so the run re-uses it
             resolve_features(cfg.data, survey)
             split_roles(survey, cfg.split)
+        except ConfigError as err:
+            if err.file is None and file is not None:  # name the config file the bad key came from
+                raise ConfigError(err.message, file=file, key=err.key) from None
+            raise
 
     def run(self, config: Mapping[str, Any], ctx: RunContext) -> RunResult:
         cfg: LabelingConfig = self.parse_config(config)

@@ -93,7 +93,8 @@ def plan_view(survey: Survey, pred: np.ndarray, roles: np.ndarray, depth: float 
         if len(members) == 0:
             continue
         role = roles[members[0]]
-        p = coords[members[np.argmin(coords[members, 0])], :2] if coords.shape[1] >= 2 else (coords[members[0], 0], 0)
+        west = members[np.argmin(coords[members, 0])]
+        p = (float(coords[west, 0]), float(coords[west, 1]) if coords.shape[1] >= 2 else 0.0)
         ax.annotate(f"{g} ({role})", p, fontsize=7, xytext=(-4, 4), textcoords="offset points", ha="right")
     handles = [plt.Line2D([], [], marker="s", ls="", color=cmap(i), label=n) for i, n in enumerate(survey.class_names)]
     ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)

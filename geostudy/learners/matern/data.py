@@ -37,6 +37,9 @@ def build_graph(coords: np.ndarray, gcfg: GraphConfig, times: np.ndarray | None 
         spatial = _spatial(coords, gcfg, tidx)
         temporal = _temporal(coords, tidx, gcfg.time_k)
         edges = symmetrize(np.concatenate([spatial, temporal], axis=1), n)
+    # Sorted by target: the model sums messages as contiguous segments (CSR), ~100x faster on the CPU
+    # than a scatter.
+    edges = edges[:, np.argsort(edges[1], kind="stable")]
     ds = edge_lengths(coords, edges) if edges.size else np.zeros(0)
     dt = np.abs(times[edges[0]] - times[edges[1]]) if times is not None and edges.size else np.zeros(len(ds))
     return FieldGraph(edges=edges.astype(np.int64), attr=np.stack([ds, dt], axis=1).astype(np.float32))
@@ -75,6 +78,8 @@ class GraphBatch:
         node_graph: ``(N,)`` replicate-graph id of each node.
         graph_field: ``(G,)`` field id of each replicate graph.
         num_fields: Number of fields ``B``.
+        edge_ptr, node_ptr, graph_ptr: CSR offsets: edges are sorted by target, nodes by graph and
+            graphs by field, so the edges into node ``i`` are ``edge_ptr[i]:edge_ptr[i + 1]``, etc.
         target: ``(B, P)`` log-parameters of the free parameters, or None for observed data.
     """
 
@@ -84,6 +89,9 @@ class GraphBatch:
     node_graph: torch.Tensor
     graph_field: torch.Tensor
     num_fields: int
+    edge_ptr: torch.Tensor
+    node_ptr: torch.Tensor
+    graph_ptr: torch.Tensor
     target: torch.Tensor | None = None
 
     @property
@@ -94,7 +102,8 @@ class GraphBatch:
         return GraphBatch(
             x=self.x.to(device), edge_index=self.edge_index.to(device), edge_attr=self.edge_attr.to(device),
             node_graph=self.node_graph.to(device), graph_field=self.graph_field.to(device),
-            num_fields=self.num_fields, target=None if self.target is None else self.target.to(device),
+            num_fields=self.num_fields, edge_ptr=self.edge_ptr.to(device), node_ptr=self.node_ptr.to(device),
+            graph_ptr=self.graph_ptr.to(device), target=None if self.target is None else self.target.to(device),
         )
 
 
@@ -116,15 +125,28 @@ def collate(
         graph_field.append(np.full(m, b))
         offset += m * n
         gid += m
+    edge_index = np.concatenate(edges, axis=1)
+    node_graph_arr = np.concatenate(node_graph)
+    graph_field_arr = np.concatenate(graph_field)
     target = None
     if free:
         target = torch.tensor(np.stack([np.log(fields.params[p][order]) for p in free], axis=1), dtype=torch.float32)
     return GraphBatch(
         x=torch.from_numpy(np.concatenate(xs).astype(np.float32))[:, None],
-        edge_index=torch.from_numpy(np.concatenate(edges, axis=1)),
+        edge_index=torch.from_numpy(edge_index),
         edge_attr=torch.from_numpy(np.concatenate(attrs, axis=0)),
-        node_graph=torch.from_numpy(np.concatenate(node_graph)),
-        graph_field=torch.from_numpy(np.concatenate(graph_field)),
+        node_graph=torch.from_numpy(node_graph_arr),
+        graph_field=torch.from_numpy(graph_field_arr),
         num_fields=len(order),
+        edge_ptr=_ptr(edge_index[1], offset),
+        node_ptr=_ptr(node_graph_arr, gid),
+        graph_ptr=_ptr(graph_field_arr, len(order)),
         target=target,
     )
+
+
+def _ptr(sorted_ids: np.ndarray, size: int) -> torch.Tensor:
+    """CSR offsets ``(size + 1,)`` of a sorted id vector."""
+    ptr = np.zeros(size + 1, dtype=np.int64)
+    np.cumsum(np.bincount(sorted_ids, minlength=size), out=ptr[1:])
+    return torch.from_numpy(ptr)

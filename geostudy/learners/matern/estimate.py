@@ -51,7 +51,12 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
     train_config["mode"] = "train"
     cfg = to_dataclass(MaternConfig, train_config, file=path)
     model = build_model(cfg)
-    model.load_state_dict(ckpt["state_dict"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
+        raise DataError(f"checkpoint does not fit this version of the model ({first}); retrain it",
+                        file=path) from None
     return model.to(device).eval(), cfg
 
 

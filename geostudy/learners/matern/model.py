@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch_geometric.nn import MessagePassing
-from torch_geometric.utils import scatter, softmax
+from torch_geometric.utils import softmax
 
 from geostudy.learners.matern.config import GraphConfig, ModelConfig
 from geostudy.learners.matern.data import GraphBatch
@@ -69,12 +69,23 @@ class VariogramConv(MessagePassing):
         is_time = (dt > 0).to(b.dtype)[:, None]
         return torch.cat([b * (1 - is_time), self.time(dt) * is_time], dim=1)
 
-    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor) -> torch.Tensor:
-        """Returns ``(N, 3 * out_dim)``: weighted squared increments, weight sums, weighted values."""
-        return self.propagate(edge_index, x=x, basis=self.basis(edge_attr))
+    def forward(
+        self, x: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor, edge_ptr: torch.Tensor
+    ) -> torch.Tensor:
+        """Returns ``(N, 3 * out_dim)``: weighted squared increments, weight sums, weighted values.
+
+        ``edge_index`` must be sorted by target with CSR offsets ``edge_ptr`` (see ``GraphBatch``).
+        """
+        return self.propagate(edge_index, x=x, basis=self.basis(edge_attr), edge_ptr=edge_ptr)
+
+    def aggregate(  # type: ignore[override]
+        self, inputs: torch.Tensor, index: torch.Tensor, edge_ptr: torch.Tensor, dim_size: int | None = None
+    ) -> torch.Tensor:
+        return segment_sum(inputs, edge_ptr)
 
     def message(self, x_i: torch.Tensor, x_j: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-        sq = (x_i - x_j) ** 2
+        diff = x_i - x_j
+        sq = diff * diff
         return torch.cat([basis * sq, basis, basis * x_j], dim=1)
 
 
@@ -96,6 +107,16 @@ class EdgeWeight(nn.Module):
         return F.softplus(self.mlp(scaled)).squeeze(1) + 1e-3
 
 
+def segment_sum(src: torch.Tensor, ptr: torch.Tensor) -> torch.Tensor:
+    """Sums of contiguous row segments ``src[ptr[i]:ptr[i + 1]]`` (0 for an empty one)."""
+    return torch.segment_reduce(src, "sum", offsets=ptr, axis=0)
+
+
+def segment_mean(src: torch.Tensor, ptr: torch.Tensor) -> torch.Tensor:
+    counts = (ptr[1:] - ptr[:-1]).clamp_min(1).to(src.dtype).unsqueeze(-1)
+    return segment_sum(src, ptr) / counts
+
+
 class Readout(nn.Module):
     """Mean, sum or attention pooling of node features over each graph."""
 
@@ -105,13 +126,14 @@ class Readout(nn.Module):
         if kind == "attention":
             self.gate = nn.Linear(dim, 1)
 
-    def forward(self, h: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, index: torch.Tensor, ptr: torch.Tensor) -> torch.Tensor:
+        """Pool the node rows ``h`` of each graph; nodes are grouped by graph (``index`` sorted, offsets ``ptr``)."""
         if self.kind == "mean":
-            return scatter(h, index, dim=0, dim_size=size, reduce="mean")
+            return segment_mean(h, ptr)
         if self.kind == "sum":
-            return scatter(h, index, dim=0, dim_size=size, reduce="sum")
-        alpha = softmax(self.gate(h), index, num_nodes=size)
-        return scatter(alpha * h, index, dim=0, dim_size=size, reduce="sum")
+            return segment_sum(h, ptr)
+        alpha = softmax(self.gate(h), index, ptr=ptr)
+        return segment_sum(alpha * h, ptr)
 
 
 def mlp(dims: list[int], dropout: float = 0.0) -> nn.Sequential:
@@ -179,7 +201,7 @@ class MaternEstimator(nn.Module):
         x, ei, ea = batch.x, batch.edge_index, batch.edge_attr
         n, g = x.shape[0], batch.num_graphs
         k = self.vario.out_dim
-        agg = self.vario(x, ei, ea)
+        agg = self.vario(x, ei, ea, batch.edge_ptr)
         num, den, wsum = agg[:, :k], agg[:, k:2 * k], agg[:, 2 * k:]
         resid = (x - wsum / (den + EPS)) ** 2 * (den > EPS)
         node_feat = torch.cat([num / (den + EPS), resid, x * x], dim=1)
@@ -189,21 +211,20 @@ class MaternEstimator(nn.Module):
             weight = self.edge_weight(ea)
             for conv in self.convs:
                 h = h + F.silu(conv(h, graph, edge_weight=weight))
-        pooled = self.readout(h, batch.node_graph, g)
+        pooled = self.readout(h, batch.node_graph, batch.node_ptr)
         log_vario = None
         if self.skip:
-            sums = scatter(torch.cat([num, den, resid, x * x, torch.ones_like(x)], dim=1), batch.node_graph, dim=0,
-                           dim_size=g, reduce="sum")
+            sums = segment_sum(torch.cat([num, den, resid, x * x, torch.ones_like(x)], dim=1), batch.node_ptr)
             counts = sums[:, -1:]
             vario = sums[:, :k] / (sums[:, k:2 * k] + EPS)
             means = sums[:, 2 * k:-1] / counts  # mean residuals and mean z^2
             log_vario = torch.log(torch.cat([vario, means], dim=1) + EPS)
             pooled = torch.cat([pooled, log_vario], dim=1)
         rep = self.phi(pooled)
-        field = scatter(rep, batch.graph_field, dim=0, dim_size=batch.num_fields, reduce="mean")
+        field = segment_mean(rep, batch.graph_ptr)
         out = self.psi(field)
         if self.direct is not None and log_vario is not None:
-            mean_log = scatter(log_vario, batch.graph_field, dim=0, dim_size=batch.num_fields, reduce="mean")
+            mean_log = segment_mean(log_vario, batch.graph_ptr)
             out = out + self.direct(mean_log)
         p = self.n_out
         point = self.center + self.half_width * out[:, :p]

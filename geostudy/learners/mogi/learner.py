@@ -13,7 +13,7 @@ import numpy as np
 from geostudy.learners.base import Learner, RunContext, RunResult
 from geostudy.learners.mogi.config import MogiConfig
 from geostudy.learners.mogi.data import Simulator
-from geostudy.learners.mogi.evaluate import target_metrics
+from geostudy.learners.mogi.evaluate import Predictor, target_metrics
 
 METRIC_KINDS = ("mae", "rmse", "rel_error")
 
@@ -88,7 +88,7 @@ class MogiLearner(Learner):
         return RunResult(metrics={k: float(v) for k, v in metrics.items()}, figures=figures, files=files, tables=tables)
 
     @staticmethod
-    def _test(cfg: MogiConfig, sim: Simulator, predictor, ctx: RunContext, figures: dict[str, Any],
+    def _test(cfg: MogiConfig, sim: Simulator, predictor: Predictor, ctx: RunContext, figures: dict[str, Any],
               tables: dict[str, Any]) -> dict[str, float]:
         """Test split (in and out of the training range) and the least-squares baseline on its first maps."""
         from geostudy.learners.mogi.baseline import fit_maps

@@ -55,18 +55,21 @@ def map_features(maps: np.ndarray, wrapped: bool, mask: bool) -> tuple[np.ndarra
     Channels: the map over its RMS (or cos φ, sin φ when ``wrapped``), then the valid-pixel mask when
     ``mask`` (maps with holes). Holes (NaN) are zero in every channel.
     """
+    maps = np.asarray(maps, dtype=np.float32)
     valid = ~np.isnan(maps)
-    filled = np.where(valid, maps, 0.0).astype(np.float32)
-    chans = [np.cos(filled) * valid, np.sin(filled) * valid] if wrapped else [filled]
+    holes = not valid.all()
+    filled = np.where(valid, maps, np.float32(0.0)) if holes else maps
     scalar = np.zeros((len(maps), 1), np.float32)
-    if not wrapped:
-        count = np.maximum(valid.sum(axis=(1, 2)), 1)
-        rms = np.sqrt((filled.astype(np.float64) ** 2).sum(axis=(1, 2)) / count) + 1e-12
-        chans = [filled / rms[:, None, None].astype(np.float32)]
+    if wrapped:
+        chans = [np.cos(filled) * valid, np.sin(filled) * valid]
+    else:
+        count = valid.sum(axis=(1, 2)) if holes else np.full(len(maps), maps[0].size)
+        rms = np.sqrt(np.einsum("bij,bij->b", filled, filled, dtype=np.float64) / np.maximum(count, 1)) + 1e-12
+        chans = [filled * (1.0 / rms).astype(np.float32)[:, None, None]]
         scalar = np.log(rms)[:, None].astype(np.float32)
     if mask:
         chans.append(valid.astype(np.float32))
-    return np.stack(chans, axis=1).astype(np.float32), scalar
+    return np.stack(chans, axis=1), scalar
 
 
 def in_channels(wrapped: bool, mask: bool) -> int:

@@ -212,6 +212,8 @@ def parse_spec(raw: Any, *, file: str | Path | None = None, key: str = "data.spe
             raise ConfigError(f"must be a finite number, but got {value!r}", file=file, key=f"{key}.fixed.{var}")
         if var in POSITIVE and value <= 0:
             raise ConfigError(f"{POSITIVE[var]}, but got {value!r}", file=file, key=f"{key}.fixed.{var}")
+        if var == "nu" and not -1 < value < 0.5:
+            raise ConfigError(f"Poisson ratio must lie in (-1, 0.5), but got {value!r}", file=file, key=f"{key}.fixed.{var}")
         fixed[var] = float(value)
     dists = {var: parse_distribution(var, d, file=file, key=f"{key}.distributions.{var}") for var, d in dist_raw.items()}
     if not dists:

@@ -95,6 +95,7 @@ def train_model(cfg: MogiConfig, sim: Simulator, ctx: RunContext) -> tuple[Predi
 
     start = time.perf_counter()
     history = run_epochs(tc.epochs, train_epoch, evaluate, ctx)
+    predictor.freeze()
     return predictor, {"val_values": val_values, "val_maps": val_maps, "history": history,
                        "train_seconds": time.perf_counter() - start}
 
@@ -136,5 +137,5 @@ def load_checkpoint(path: str | Path, *, device: str = "auto", key: str = "matri
     transform = TargetTransform(t["targets"], t["mean"], t["std"])
     torch_device = resolve_device(device)
     predictor = Predictor(model.to(torch_device), transform, float(state["scalar"][0]), float(state["scalar"][1]),
-                          sim.wrapped, mask, torch_device)
+                          sim.wrapped, mask, torch_device).freeze()
     return config, predictor, sim

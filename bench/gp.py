@@ -1,0 +1,162 @@
+"""GP learner bench: inpainting vs biharmonic, exact-GP speed vs scikit-learn, the variational path's reach.
+
+Rows (see issue 5):
+- ``inpaint_rmse``: camera 128x128 in [0, 1], 90% of pixels missing (uniform random, seed 0); our
+  best-config GP RMSE on the missing pixels vs ``inpaint_biharmonic`` on the same mask.
+- ``exact_fit_seconds``: n = 2000 scattered 2-D points from a Matérn 3/2 field plus noise; our exact
+  GP fit + predict vs scikit-learn's GPR (Matérn 3/2, same data), RMSEs of both in the row.
+- ``large_n``: the largest n our SVGP fits (fixed epochs) within a time budget, and its test RMSE vs
+  an exact GP on a 2000-point subsample of the same data.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from geostudy.learners import RunContext, get_learner
+from geostudy.learners.gp.config import ModelConfig, TrainConfig
+from geostudy.learners.gp.model import fit_gp
+
+# Best configuration found for the camera image (exact GP, one 2-D Matérn 3/2 kernel with ARD).
+INPAINT_SET = {
+    "device": "auto",
+    "data.source": "image",
+    "data.image": "camera",
+    "data.size": [128, 128],
+    "mask.regime": "fixed",
+    "mask.p_missing": 0.9,
+    "mask.seed": 0,
+    "model.space_kernel": "matern32",
+    "model.space_lengthscale": 0.05,
+    "model.inference": "exact",
+    "train.lr": 0.1,
+    "train.report_every": 1000,
+    "eval.griddata": False,
+    "eval.pdf": False,
+}
+
+
+def _config(overrides: dict) -> dict:
+    from geostudy.config import apply_overrides
+
+    learner = get_learner("gp")
+    return apply_overrides(learner.default_config(), overrides)
+
+
+def inpaint_row(quick: bool, workdir: Path) -> dict:
+    iterations = 40 if quick else 150
+    cfg = _config({**INPAINT_SET, "train.iterations": iterations})
+    start = time.perf_counter()
+    result = get_learner("gp").run(cfg, RunContext(workdir=workdir))
+    m = result.metrics
+    return {"work": "inpaint_rmse", "unit": "RMSE (pixels in [0,1])", "ours": m["rmse"],
+            "baseline": m["baseline_biharmonic_rmse"], "baseline_name": "skimage inpaint_biharmonic",
+            "lower_is_better": True, "goal": "<= 0.90x", "iterations": iterations,
+            "gp_nlpd": m["nlpd"], "gp_coverage95": m["coverage95"], "seconds": round(time.perf_counter() - start, 1),
+            "kernel": "matern32 (ARD), exact"}
+
+
+def _matern32_draw(n: int, seed: int, lengthscale: float = 0.2, noise: float = 0.05):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 2))
+    d = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1)) / lengthscale
+    k = (1 + np.sqrt(3) * d) * np.exp(-np.sqrt(3) * d) + 1e-8 * np.eye(n)
+    f = np.linalg.cholesky(k) @ rng.standard_normal(n)
+    return x, f, f + noise * rng.standard_normal(n)
+
+
+def exact_fit_row(quick: bool) -> dict:
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+
+    n, n_test = 2000, 500
+    x, f, y = _matern32_draw(n + n_test, seed=0)
+    xtr, ytr, xte, fte = x[:n], y[:n], x[n:], f[n:]
+    mu, sd = ytr.mean(), ytr.std()
+
+    model_cfg = ModelConfig(space_kernel="matern32", inference="exact", space_lengthscale=0.2, noise_lower_bound=1e-4)
+    train_cfg = TrainConfig(iterations=30, lr=0.1, report_every=1000)
+    start = time.perf_counter()
+    fitted = fit_gp(xtr, (ytr - mu) / sd, model_cfg, train_cfg, has_time=False,
+                    device=torch.device("cuda" if torch.cuda.is_available() else "cpu"), dtype=torch.float64)
+    mean, _ = fitted.predict(xte)
+    ours_seconds = time.perf_counter() - start
+    ours_rmse = float(np.sqrt(np.mean((mean * sd + mu - fte) ** 2)))
+
+    kernel = ConstantKernel(1.0) * Matern(length_scale=[0.2, 0.2], nu=1.5) + WhiteKernel(1e-2)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gpr = GaussianProcessRegressor(kernel=kernel, random_state=0).fit(xtr, (ytr - mu) / sd)
+    sk_mean = gpr.predict(xte)
+    sk_seconds = time.perf_counter() - start
+    sk_rmse = float(np.sqrt(np.mean((sk_mean * sd + mu - fte) ** 2)))
+    return {"work": "exact_fit_seconds", "unit": "s (fit+predict)", "ours": ours_seconds, "baseline": sk_seconds,
+            "baseline_name": "sklearn GaussianProcessRegressor (Matern 3/2)", "lower_is_better": True,
+            "goal": ">= 5x faster at <= RMSE", "ours_rmse": ours_rmse, "baseline_rmse": sk_rmse, "n": n,
+            "adam_iterations": train_cfg.iterations}
+
+
+def _smooth_field(n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 2))
+    f = np.sin(6 * x[:, 0]) * np.cos(4 * x[:, 1]) + 0.5 * np.sin(15 * x[:, 0] * x[:, 1])
+    return x, f, f + 0.1 * rng.standard_normal(n)
+
+
+def large_n_row(quick: bool) -> dict:
+    budget = 30.0 if quick else 600.0
+    epochs = 2
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    xte, fte, _ = _smooth_field(2000, seed=99)
+    model_cfg = ModelConfig(space_kernel="matern52", inference="svgp", inducing_points=256, batch_size=1024,
+                            space_lengthscale=0.2)
+    n, best, spent, last_seconds = 5000, None, 0.0, 0.0
+    while True:
+        # Stop when the next (doubled) size is predicted to overrun the remaining budget.
+        if best is not None and spent + 2.2 * last_seconds > budget:
+            break
+        x, _, y = _smooth_field(n, seed=n)
+        mu, sd = y.mean(), y.std()
+        steps = max(1, epochs * n // model_cfg.batch_size)
+        start = time.perf_counter()
+        fitted = fit_gp(x, (y - mu) / sd, model_cfg, TrainConfig(iterations=steps, lr=0.05, report_every=10**9),
+                        has_time=False, device=device, dtype=torch.float32)
+        last_seconds = time.perf_counter() - start
+        spent += last_seconds
+        if spent > budget and best is not None:
+            break
+        mean, _ = fitted.predict(xte)
+        best = {"n": n, "seconds": last_seconds, "rmse": float(np.sqrt(np.mean((mean * sd + mu - fte) ** 2)))}
+        n *= 2
+    if best is None:
+        raise RuntimeError("large_n: no size fitted")
+    x, _, y = _smooth_field(best["n"], seed=best["n"])
+    sub = np.random.default_rng(0).choice(len(x), size=2000, replace=False)
+    mu, sd = y[sub].mean(), y[sub].std()
+    exact = fit_gp(x[sub], (y[sub] - mu) / sd, ModelConfig(space_kernel="matern52", inference="exact",
+                                                         space_lengthscale=0.2),
+                   TrainConfig(iterations=30, lr=0.1, report_every=10**9), has_time=False, device=device,
+                   dtype=torch.float64)
+    mean, _ = exact.predict(xte)
+    exact_rmse = float(np.sqrt(np.mean((mean * sd + mu - fte) ** 2)))
+    return {"work": "large_n", "unit": "points fitted", "ours": best["n"], "baseline": len(sub),
+            "baseline_name": "exact GP on a subsample", "lower_is_better": False,
+            "goal": f"largest n within {budget:.0f} s", "svgp_rmse": best["rmse"], "svgp_fit_seconds": best["seconds"],
+            "exact_subsample_rmse": exact_rmse, "epochs": epochs, "inducing_points": model_cfg.inducing_points,
+            "budget_seconds": budget}
+
+
+def run(quick: bool) -> list[dict]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [inpaint_row(quick, Path(tmp))]
+    rows.append(exact_fit_row(quick))
+    rows.append(large_n_row(quick))
+    return rows
