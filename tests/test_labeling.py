@@ -176,6 +176,14 @@ def test_check_config_reports_missing_csv_before_running(tmp_path: Path) -> None
         learner.check_config(cfg)
     with pytest.raises(ConfigError, match="model.arch"):
         learner.check_config(tiny_config(**{"model.arch": "transformer"}))
+    with pytest.raises(ConfigError, match=r"^study.yaml: key 'data.features': unknown feature 'gamma'; available: log_cond"):
+        learner.check_config(tiny_config(**{"data.features": ["log_cond", "gamma"]}), file="study.yaml")
+    nodes = tmp_path / "one_group.csv"
+    write_node_csv(nodes)
+    one_group = tiny_config(**{"data.source": "csv", "data.csv.nodes": str(nodes), "data.csv.label": "geo",
+                               "data.csv.coords": ["X", "Y", "Z"]})
+    with pytest.raises(DataError, match="one_group.csv.*name a group column"):
+        learner.check_config(one_group)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -44,6 +44,9 @@ def split_roles(survey: Survey, cfg: SplitConfig) -> np.ndarray:
     the ``train`` and ``val`` groups as listed, ``test`` as listed or (null) every other group.
     """
     names = survey.group_names()
+    if len(names) < 2:
+        raise DataError(f"splits are made of groups, but the data hold only {names!r}; name a group column "
+                        "(data.csv.group: line or well id) with at least 2 groups", file=survey.source)
     if cfg.mode == "alternate":
         role_of = {g: cfg.cycle[i % len(cfg.cycle)] for i, g in enumerate(names)}
     else:

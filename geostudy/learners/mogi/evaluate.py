@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -54,7 +55,9 @@ class Predictor:
 
         The trainable ``model`` (and what checkpoints save) stays as it is; call after training.
         """
-        import torch.fx.experimental.optimization as fx_opt
+        with warnings.catch_warnings():  # its import touches the deprecated torch.jit.script_method
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import torch.fx.experimental.optimization as fx_opt
 
         self.model.eval()
         self._frozen = fx_opt.fuse(self.model)
