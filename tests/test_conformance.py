@@ -11,12 +11,16 @@ import contextlib
 import io
 import json
 
+from pathlib import Path
+
 import optuna
 import pytest
 
 from geostudy.cli import run_main, study_main
+from geostudy.errors import DataError
 from geostudy.learners import RunContext, get_learner, list_learners
 from geostudy.study.spec import STUDY_DIR, parse_study
+from tests.conftest import SHARED_DATA
 
 LEARNERS = list_learners()
 
@@ -26,7 +30,12 @@ def test_default_config_is_complete_and_valid(name):
     learner = get_learner(name)
     config = learner.default_config()
     assert list(config)[:2] == ["learner", "seed"] and config["learner"] == name
-    learner.check_config(config)
+    try:
+        learner.check_config(config)
+    except DataError as err:  # a default that reads ../shared/data: skip cleanly where it is absent
+        if err.file and Path(err.file).resolve().is_relative_to(SHARED_DATA.resolve()) and not SHARED_DATA.is_dir():
+            pytest.skip(f"{err.file} is absent")
+        raise
     assert learner.metrics and set(learner.metrics.values()) <= {"minimize", "maximize"}
 
 

@@ -116,9 +116,12 @@ def test_running_trial_is_visible_and_flushed_periodically(tmp_path: Path) -> No
     assert _plain(url).trials[0].state == TrialState.RUNNING  # created at once
     trial.suggest_float("x", 0, 1)
     trial.report(0.5, 0)
-    time.sleep(0.5)  # the flusher writes what a live dashboard should see
+    assert _plain(url).trials[0].intermediate_values == {}  # buffered
+    time.sleep(0.3)
+    trial.report(0.25, 1)  # a report after flush_interval writes what a live dashboard should see
     running = _plain(url).trials[0]
-    assert running.state == TrialState.RUNNING and running.intermediate_values == {0: 0.5} and "x" in running.params
+    assert running.state == TrialState.RUNNING and running.intermediate_values == {0: 0.5, 1: 0.25}
+    assert "x" in running.params
     trial.set_user_attr("late", 1)  # after a flush: written with the finish
     study.tell(trial, 1.0)
     done = _plain(url).trials[0]
@@ -134,15 +137,18 @@ def test_dashboard_notes_ride_along_with_the_next_trial(tmp_path: Path) -> None:
     study._storage.set_study_system_attr(study._study_id, "other", 1)  # anything else: written through
     notes = optuna.storages.RDBStorage(url).get_study_system_attrs(study._study_id)
     assert "other" in notes and "dashboard:1:note_ver" not in notes
-    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)  # the next trial's creation writes it
+    study.ask()  # the next trial's creation writes it
     assert "dashboard:1:note_ver" in optuna.storages.RDBStorage(url).get_study_system_attrs(study._study_id)
     study._storage.set_study_system_attr(study._study_id, "dashboard:2:note_ver", 1)
     assert "dashboard:2:note_ver" in study._storage.get_study_system_attrs(study._study_id)  # a read writes first
     study._storage.set_study_system_attr(study._study_id, "dashboard:3:note_ver", 1)
+    study._storage.remove_session()  # study.optimize returning: nothing deferred outlives it
+    assert "dashboard:3:note_ver" in optuna.storages.RDBStorage(url).get_study_system_attrs(study._study_id)
+    study._storage.set_study_system_attr(study._study_id, "dashboard:4:note_ver", 1)
     study_id = study._study_id
     del study, storage
-    gc.collect()  # the last note of a run: written when the storage goes
-    assert "dashboard:3:note_ver" in optuna.storages.RDBStorage(url).get_study_system_attrs(study_id)
+    gc.collect()  # or when the storage goes
+    assert "dashboard:4:note_ver" in optuna.storages.RDBStorage(url).get_study_system_attrs(study_id)
 
 
 def test_two_processes_share_a_study(tmp_path: Path) -> None:

@@ -7,8 +7,9 @@ each after looking the trial up again, and its ``_CachedStorage`` re-reads the d
 * a trial is created in the database at once (unique number, visible RUNNING, heartbeat-able);
 * the params, user attributes and intermediate values of a trial this process runs are kept in
   memory and written, with its state and values, in ONE transaction when it finishes: a finished
-  trial is in the database, whole, before the next one starts. Meanwhile they are flushed every
-  ``flush_interval`` seconds (and with each heartbeat), so a live dashboard sees progress; with a
+  trial is in the database, whole, before the next one starts. Meanwhile a write (a report, an
+  attribute) that comes ``flush_interval`` seconds or more after the last flush writes everything
+  buffered, and so does each heartbeat, so a live dashboard sees progress; with a
   heartbeat, the params are written as soon as the trial's first attribute or report comes, so a
   trial re-run after its worker died gets the same params;
 * trial system attributes (grid ids, artifacts, sampler bookkeeping that other workers read) and
@@ -21,9 +22,9 @@ each after looking the trial up again, and its ``_CachedStorage`` re-reads the d
   elsewhere at most every ``refresh_interval`` seconds (0 from :meth:`FastStorage.open`: every
   read asks the server), and after each trial this process finishes;
 * optuna-dashboard notes (study system attributes ``dashboard:<trial id>:note_*``, written by a
-  callback after each trial) ride along with the next trial's creation instead of two commits of
-  their own; they are written before any read of study attributes, within ``flush_interval``, and
-  when the storage is flushed, collected or the process exits.
+  callback after each trial) ride along with the next trial's creation, or are written (in one
+  statement) when ``study.optimize`` returns, or before any read of study attributes: never two
+  commits of their own per trial.
 
 On SQLite every write transaction starts with ``BEGIN IMMEDIATE``, so two workers never both read
 and then race to write (the "database is locked" of a deferred transaction upgrade); elsewhere the
@@ -117,9 +118,9 @@ class FastStorage(BaseStorage, BaseHeartbeat):
 
     Args:
         backend: The RDB storage whose database (and schema) this storage reads and writes.
-        flush_interval: Seconds after which a running trial's buffered params, attributes and
-            intermediate values are written even though it has not finished (a live dashboard
-            shows them); ``None`` writes them only when the trial finishes.
+        flush_interval: A write to a running trial (a report, an attribute) this many seconds or
+            more after its last flush writes everything it buffered, although it has not finished
+            (a live dashboard shows it); ``None``: only heartbeats and the finish write.
         refresh_interval: Seconds after which reads look again for other workers' trials even
             though this process finished no trial since the last look.
     """
@@ -143,8 +144,6 @@ class FastStorage(BaseStorage, BaseHeartbeat):
         self._studies: dict[int, _Study] = {}
         self._where: dict[int, tuple[int, int]] = {}  # trial id -> (study id, number)
         self._owned: dict[int, _Owned] = {}
-        self._flusher: threading.Thread | None = None
-        self._flusher_pid = -1
         self._conn: sa.Connection | None = None
         self._conn_pid = -1
         self._conn_busy = False
@@ -304,11 +303,10 @@ class FastStorage(BaseStorage, BaseHeartbeat):
         text = json.dumps(value)
         with self._lock:
             if kind == "system" and _DEFERRED_KEY.fullmatch(key):
-                # A finished trial's dashboard note: written with this process's next trial, or before
-                # study attributes are read, or at most flush_interval later, or when this storage is
-                # closed or collected, or at exit.
+                # A finished trial's dashboard note: written with this process's next trial, or when
+                # study.optimize returns, or before study attributes are read (or when this storage
+                # is flushed or collected, or at exit).
                 self._study_attrs[(study_id, key)] = text
-                self._start_flusher()
                 return
             with self._tx() as conn:
                 self._upsert_study_attrs(conn, kind, [{"study_id": study_id, "key": key, "value_json": text}])
@@ -390,6 +388,8 @@ class FastStorage(BaseStorage, BaseHeartbeat):
         return self._backend.get_all_studies()
 
     def remove_session(self) -> None:
+        """Optuna calls this when ``study.optimize`` returns: nothing deferred may outlive it."""
+        self._flush_study_attrs()
         self._backend.remove_session()
 
     # -- creating trials -----------------------------------------------------------------------
@@ -419,7 +419,6 @@ class FastStorage(BaseStorage, BaseHeartbeat):
         with self._lock:
             self._owned[trial_id] = _Owned(study_id, trial, beat_written=beat)
             self._add(study_id, trial)
-            self._start_flusher()
         return trial_id
 
     def _add(self, study_id: int, trial: FrozenTrial) -> None:
@@ -619,7 +618,6 @@ class FastStorage(BaseStorage, BaseHeartbeat):
                     study_id = self._where[trial_id][0]
                     self._owned[trial_id] = _Owned(study_id, trial, beat_written=False)
                     self._study(study_id).unfinished.pop(trial_id, None)
-                    self._start_flusher()
                 else:
                     self._mark_changed(trial_id)
                 return True
@@ -770,17 +768,7 @@ class FastStorage(BaseStorage, BaseHeartbeat):
     def get_heartbeat_stale_trial_callback(self) -> Callable[[optuna.Study, FrozenTrial], None] | None:
         return self._backend.get_heartbeat_stale_trial_callback()
 
-    # -- periodic flush --------------------------------------------------------------------------
-
-    def _start_flusher(self) -> None:
-        """A daemon thread that writes running trials' buffered data every ``flush_interval`` (lock held)."""
-        if self._flush_s is None or (self._flusher is not None and self._flusher_pid == os.getpid()
-                                     and self._flusher.is_alive()):
-            return
-        self._flusher = threading.Thread(target=_flush_loop, args=(weakref.ref(self), self._flush_s),
-                                         name="geostudy-storage-flush", daemon=True)
-        self._flusher_pid = os.getpid()
-        self._flusher.start()
+    # -- flushing --------------------------------------------------------------------------------
 
     def flush(self) -> None:
         """Write every running trial's buffered data and the deferred notes now."""
@@ -788,13 +776,6 @@ class FastStorage(BaseStorage, BaseHeartbeat):
             for owned in list(self._owned.values()):
                 if owned.dirty() and not owned.lost:
                     self._flush_if_due(owned, force=True)
-            self._flush_study_attrs()
-
-    def _flush_due(self) -> None:
-        with self._lock:
-            for owned in list(self._owned.values()):
-                if owned.dirty() and not owned.lost:
-                    self._flush_if_due(owned)
             self._flush_study_attrs()
 
 
@@ -809,16 +790,3 @@ def _flush_at_exit() -> None:
             storage._flush_study_attrs()
         except Exception as err:  # noqa: BLE001 - exiting anyway
             _log.warning("could not write the last dashboard notes: %s", err)
-
-
-def _flush_loop(ref: weakref.ReferenceType[FastStorage], every: float) -> None:
-    while True:
-        time.sleep(every / 2)
-        storage = ref()
-        if storage is None:
-            return
-        try:
-            storage._flush_due()
-        except Exception as err:  # noqa: BLE001 - the trial's own finish writes it; never kill the study
-            _log.debug("periodic flush failed: %s", err)
-        del storage
