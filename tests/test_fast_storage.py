@@ -89,7 +89,7 @@ def test_each_finished_trial_is_in_the_file_before_the_next_starts(tmp_path: Pat
         if trial.number == 3:
             trial.set_user_attr("fail_reason", "ValueError: boom")
             raise ValueError("boom")
-        return x * x
+        return float("inf") if trial.number == 4 else x * x
 
     def check(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
         stored = _plain(url).trials[frozen.number]
@@ -98,6 +98,7 @@ def test_each_finished_trial_is_in_the_file_before_the_next_starts(tmp_path: Pat
         assert stored.user_attrs == frozen.user_attrs and stored.user_attrs["config"]["list"] == [1, 2]
         assert stored.intermediate_values == {0: frozen.params["x"], 1: frozen.params["x"] + 1, 2: frozen.params["x"] + 2}
         assert stored.values == frozen.values
+        assert (stored.datetime_start, stored.datetime_complete) == (frozen.datetime_start, frozen.datetime_complete)
         checked.append(frozen.number)
 
     study.optimize(objective, n_trials=6, callbacks=[check], catch=(ValueError,))

@@ -313,3 +313,19 @@ def test_study_files_name_existing_keys():
                                   if "choices" in study["space"][key] else study["space"][key]["low"]})
         learner.check_config(cfg)
         assert set(study["metrics"]) <= set(learner.metrics)
+
+
+def test_quick_study_runs_and_feeds_the_bar_chart(tmp_path):
+    import matplotlib.pyplot as plt
+    import optuna
+
+    from geostudy.cli import study_main
+    from geostudy.learners.gp.plots import trials_frame
+
+    out = tmp_path / "out"
+    assert study_main(["--study", "gp_quick", "--out", str(out), "--n-trials", "2", "--no-progress"]) == 0
+    assert (out / "gp_quick" / "best_config.yaml").is_file()
+    study = optuna.load_study(study_name="gp_quick", storage=f"sqlite:///{out / 'gp_quick' / 'gp_quick.db'}")
+    df = trials_frame(study)
+    assert len(df) >= 1 and {"kernel_combination", "mask_regime", "rmse", "mae"} <= set(df.columns)
+    plt.close(kernel_mask_bar_chart(df))

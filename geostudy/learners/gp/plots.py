@@ -135,9 +135,29 @@ def kernel_mask_bar_chart(trials_df) -> Figure:
         ax.set_ylabel(f"{metric.upper()} (held-out)")
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_title("GP study: error per kernel combination and mask regime (bar: mean, tick: best trial)")
-    axes[0].legend(title="mask", fontsize=8, ncol=min(len(masks), 4))
+    axes[0].legend(title="mask", fontsize=8, loc="lower right", framealpha=0.9)
     axes[1].set_xticks(x)
-    axes[1].set_xticklabels(kernels, rotation=30, ha="right")
+    axes[1].set_xticklabels(kernels, rotation=20, ha="right", rotation_mode="anchor")
     axes[1].set_xlabel("kernel combination (space ∘ time)")
     fig.tight_layout()
     return fig
+
+
+def trials_frame(study):
+    """The table :func:`kernel_mask_bar_chart` takes, from an Optuna study of the GP learner.
+
+    One row per complete trial: ``kernel_combination`` and ``mask_regime`` from the trial's
+    ``tables`` user attribute (set by the learner), ``rmse`` and ``mae`` from its ``metrics``.
+    """
+    import optuna
+    import pandas as pd
+
+    rows = []
+    for trial in study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE]):
+        tables = trial.user_attrs.get("tables") or {}
+        metrics = trial.user_attrs.get("metrics") or {}
+        if "kernel_combination" not in tables or "rmse" not in metrics:
+            continue
+        rows.append({"number": trial.number, "kernel_combination": tables["kernel_combination"],
+                     "mask_regime": tables["mask_regime"], "rmse": metrics["rmse"], "mae": metrics.get("mae")})
+    return pd.DataFrame(rows, columns=["number", "kernel_combination", "mask_regime", "rmse", "mae"])

@@ -27,7 +27,7 @@ LOG_TARGETS = {"dv_m3"}  # targets learned as log10
 class ModelConfig:
     arch: Literal["cnn", "mlp"] = "cnn"
     targets: list[str] = field(default_factory=lambda: ["depth_km", "dv_m3"])
-    width: int = 12  # CNN channels of the first stage (doubled at each later stage, up to 4x)
+    width: int = 8  # CNN channels of the first stage (doubled at each later stage, up to 4x)
     depth: int = 3  # CNN stages: a residual block each, stride-2 downsampling between them
     kernel: int = 3  # CNN kernel size (odd; the stem uses kernel + 2)
     pool: int = 2  # average pooling of the input before the stem (1: none); also used by the MLP
