@@ -202,5 +202,13 @@ def test_dead_worker_trial_is_failed_and_rerun_with_its_params(tmp_path: Path) -
     trials = _plain(url).trials
     assert trials[0].state == TrialState.FAIL
     assert trials[1].state == TrialState.WAITING and trials[1].params == running.params  # the retry
-    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
-    assert _plain(url).trials[1].state == TrialState.COMPLETE
+
+    def rerun(trial: optuna.Trial) -> float:
+        trial.set_user_attr("started", "again")  # the retry brought the attribute along: an update
+        trial.report(0.5, 0)
+        return trial.suggest_float("x", 0, 1)
+
+    study.optimize(rerun, n_trials=1)
+    retried = _plain(url).trials[1]
+    assert retried.state == TrialState.COMPLETE and retried.user_attrs["started"] == "again"
+    assert retried.params == running.params

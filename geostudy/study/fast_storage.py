@@ -641,7 +641,10 @@ class FastStorage(BaseStorage, BaseHeartbeat):
                 if state == TrialState.RUNNING:  # popped an enqueued trial: it is ours now
                     trial = self._load_one(trial_id)
                     study_id = self._where[trial_id][0]
-                    self._owned[trial_id] = _Owned(study_id, trial, beat_written=False)
+                    owned = self._owned[trial_id] = _Owned(study_id, trial, beat_written=False)
+                    # What it brought along (enqueued or retried attributes, reports) is in the database.
+                    owned.written = {"user": set(trial.user_attrs), "system": set(trial.system_attrs)}
+                    owned.written_steps = set(trial.intermediate_values)
                     self._study(study_id).unfinished.pop(trial_id, None)
                 else:
                     self._mark_changed(trial_id)
