@@ -23,9 +23,10 @@ from geostudy.config import apply_overrides, load_yaml
 from geostudy.learners.ardm.config import ArdmConfig
 from geostudy.learners.ardm.data import HardData, random_patches, resolve_path
 from geostudy.learners.ardm.evaluate import image_stats, mismatch
-from geostudy.learners.ardm.learner import ArdmLearner, cpu_threads, sync_device, train_model
+from geostudy.learners.ardm.learner import ArdmLearner, sync_device, train_model
 from geostudy.learners.ardm.sampling import sample
 from geostudy.learners.base import CONFIG_DIR, RunContext
+from geostudy.nn.threads import torch_threads
 
 SIZES = {
     # quick: a 32x32 model trained for a few minutes on a CPU; full: the default config's model.
@@ -66,7 +67,7 @@ def _timed_sample(model, n: int, size: int, budget: int, cfg: ArdmConfig, device
 
 def run(quick: bool) -> list[dict]:
     cfg = bench_config(quick)
-    with cpu_threads(cfg.threads):
+    with torch_threads(cfg.threads):
         return _run(cfg)
 
 

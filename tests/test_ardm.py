@@ -22,8 +22,8 @@ from geostudy.learners.ardm.evaluate import (
     indicator_variograms,
     mismatch,
 )
-from geostudy.learners.ardm.learner import cpu_threads
 from geostudy.learners.base import RunContext
+from geostudy.nn.threads import torch_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 TI = ROOT.parent / "shared" / "data" / "channels_ti.png"
@@ -58,7 +58,7 @@ TINY = {
 @pytest.fixture(autouse=True)
 def one_thread():
     """Tiny networks: one CPU thread is several times faster than two contending ones."""
-    with cpu_threads(1):
+    with torch_threads(1):
         yield
 
 

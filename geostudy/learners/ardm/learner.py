@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,6 +27,7 @@ from geostudy.learners.ardm.sampling import sample
 from geostudy.learners.ardm.train import Ema, bits_per_pixel, train_step
 from geostudy.learners.base import Learner, RunContext, RunResult
 from geostudy.nn import make_optimizer, resolve_device, seed_everything
+from geostudy.nn.threads import torch_threads
 from geostudy.nn.training import run_epochs
 
 
@@ -93,18 +93,6 @@ def train_model(cfg: ArdmConfig, ctx: RunContext) -> FittedModel:
     return FittedModel(model=ema.model.eval(), split=split, history=history, device=device)
 
 
-@contextlib.contextmanager
-def cpu_threads(threads: int | None) -> Iterator[None]:
-    """Run with ``threads`` torch CPU threads (None: leave the setting alone), restored afterwards."""
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _json_list(values: np.ndarray) -> list[float | None]:
     """Per-class values for JSON: NaN (a class absent from every image) becomes null."""
     return [float(v) if np.isfinite(v) else None for v in values]
@@ -140,7 +128,7 @@ class ArdmLearner(Learner):
 
     def run(self, config: Mapping[str, Any], ctx: RunContext) -> RunResult:
         cfg: ArdmConfig = self.parse_config(config)
-        with cpu_threads(cfg.threads):
+        with torch_threads(cfg.threads):
             return self._run(cfg, ctx)
 
     def _run(self, cfg: ArdmConfig, ctx: RunContext) -> RunResult:

@@ -74,6 +74,22 @@ class MaskConfig:
 
 
 @dataclass
+class LocalConfig:
+    """Moving-window (local) kriging: each point is predicted from its nearest stations only.
+
+    Hyperparameters are still fitted globally; the posterior at a point conditions on its
+    ``neighbours`` nearest stations, so memory and time grow linearly with the grid and, with as many
+    neighbours as stations, the prediction equals the global GP's.
+    """
+
+    enabled: bool = False
+    neighbours: int = 64
+
+    def validate(self, file: str | Path | None, prefix: str) -> None:
+        check_range(self.neighbours, f"{prefix}neighbours", file=file, low=1)
+
+
+@dataclass
 class ModelConfig:
     space_kernel: str = "matern32"
     time_kernel: str = "rbf"
@@ -88,6 +104,8 @@ class ModelConfig:
     exact_max_n: int = 3000
     inducing_points: int = 256
     batch_size: int = 1024
+    init_from_data: bool = False
+    local: LocalConfig = field(default_factory=LocalConfig)
 
     def validate(self, file: str | Path | None, prefix: str) -> None:
         try:
@@ -114,9 +132,14 @@ class TrainConfig:
     lr: float = 0.05
     report_every: int = 10
     report_points: int = 2000
+    optim: Literal["adam", "lbfgs"] = "adam"
+    hyper_subsample: int = 0
+    refine_steps: int = 0
 
     def validate(self, file: str | Path | None, prefix: str) -> None:
         check_range(self.iterations, f"{prefix}iterations", file=file, low=1)
+        check_range(self.hyper_subsample, f"{prefix}hyper_subsample", file=file, low=0)
+        check_range(self.refine_steps, f"{prefix}refine_steps", file=file, low=0)
         check_range(self.lr, f"{prefix}lr", file=file, low=0, low_open=True)
         check_range(self.report_every, f"{prefix}report_every", file=file, low=1)
         check_range(self.report_points, f"{prefix}report_points", file=file, low=1)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -14,22 +13,9 @@ from geostudy.learners.base import Learner, RunContext, RunResult
 from geostudy.learners.mogi.config import MogiConfig
 from geostudy.learners.mogi.data import Simulator
 from geostudy.learners.mogi.evaluate import Predictor, target_metrics
+from geostudy.nn.threads import torch_threads
 
 METRIC_KINDS = ("mae", "rmse", "rel_error")
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run with ``n`` torch CPU threads (0: leave as is), restoring the previous number after."""
-    import torch
-
-    previous = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 class MogiLearner(Learner):
