@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import functools
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -213,6 +214,11 @@ def _coerce(value: Any, tp: Any, key: str, file: str | Path | None) -> Any:
     return value
 
 
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)  # slow (evaluates annotations); a config parse runs per trial
+
+
 def to_dataclass(cls: type[T], data: Any, *, file: str | Path | None = None, prefix: str = "") -> T:
     """Build a (nested) dataclass from a mapping, checking keys and types.
 
@@ -222,7 +228,7 @@ def to_dataclass(cls: type[T], data: Any, *, file: str | Path | None = None, pre
     """
     if not isinstance(data, Mapping):
         raise ConfigError(f"must be a mapping, but got {data!r}", file=file, key=prefix.rstrip(".") or None)
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     for name in data:
         if name not in fields:

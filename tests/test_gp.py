@@ -329,3 +329,72 @@ def test_quick_study_runs_and_feeds_the_bar_chart(tmp_path):
     df = trials_frame(study)
     assert len(df) >= 1 and {"kernel_combination", "mask_regime", "rmse", "mae"} <= set(df.columns)
     plt.close(kernel_mask_bar_chart(df))
+
+
+# --------------------------------------------------------------------------------------------------
+# Fast exact fits (L-BFGS, hyperparameter subsample) and local (moving-window) prediction
+
+
+def _small_field(n: int = 160, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.random((n + 60, 2))
+    f = np.sin(5 * x[:, 0]) * np.cos(3 * x[:, 1]) + 0.3 * np.sin(9 * x[:, 0] * x[:, 1])
+    y = f + 0.05 * rng.standard_normal(len(x))
+    return x[:n], (y[:n] - y[:n].mean()) / y[:n].std(), x[n:], (f[n:] - y[:n].mean()) / y[:n].std()
+
+
+def _fit_rmse(**train) -> tuple[float, object]:
+    from geostudy.learners.gp.config import ModelConfig, TrainConfig
+    from geostudy.learners.gp.model import fit_gp
+
+    xtr, ytr, xte, fte = _small_field()
+    fitted = fit_gp(xtr, ytr, ModelConfig(space_kernel="matern32", inference="exact", space_lengthscale=0.2),
+                    TrainConfig(report_every=1000, **train), has_time=False, device=torch.device("cpu"),
+                    dtype=torch.float64)
+    mean, _ = fitted.predict(xte)
+    return float(np.sqrt(np.mean((mean - fte) ** 2))), fitted
+
+
+def test_lbfgs_and_hyper_subsample_match_the_full_adam_fit():
+    adam, _ = _fit_rmse(iterations=150, lr=0.1)
+    lbfgs, _ = _fit_rmse(iterations=40, optim="lbfgs")
+    sub, fitted = _fit_rmse(iterations=40, optim="lbfgs", hyper_subsample=80, refine_steps=2)
+    assert lbfgs <= adam * 1.1 + 1e-3
+    assert sub <= adam * 1.25 + 1e-3
+    # The posterior conditions on every station, not only the subsample.
+    assert fitted.model.train_inputs[0].shape[0] == 160
+
+
+def test_lbfgs_reports_at_report_every(tmp_path):
+    reports = []
+    ctx = RunContext(workdir=tmp_path, report=lambda step, values: reports.append(step))
+    result = get_learner("gp").run(config(train__optim="lbfgs", train__iterations=6, train__report_every=2), ctx)
+    assert math.isfinite(result.metrics["rmse"])
+    assert reports and reports[0] == 1
+
+
+def test_lbfgs_with_a_variational_gp_is_a_one_line_error(tmp_path):
+    with pytest.raises(ConfigError, match="lbfgs"):
+        get_learner("gp").run(config(train__optim="lbfgs", model__inference="svgp"), RunContext(workdir=tmp_path))
+
+
+def test_local_prediction_shapes_and_equals_the_global_gp_with_every_station():
+    from geostudy.learners.gp.model import predict, predict_local
+
+    _, fitted = _fit_rmse(iterations=10, optim="lbfgs")
+    xq = np.random.default_rng(1).random((37, 2))
+    gm, gv = predict(fitted.model, fitted.likelihood, xq)
+    lm, lv = predict_local(fitted.model, fitted.likelihood, xq, neighbours=500, batch=10)
+    assert lm.shape == lv.shape == (37,)
+    np.testing.assert_allclose(lm, gm, atol=1e-6)
+    np.testing.assert_allclose(lv, gv, rtol=1e-5, atol=1e-8)
+    sm, sv = predict_local(fitted.model, fitted.likelihood, xq, neighbours=8)
+    assert sm.shape == (37,) and np.all(sv > 0) and np.all(np.isfinite(sm))
+    assert np.sqrt(np.mean((sm - gm) ** 2)) < 0.2
+
+
+def test_local_option_runs_in_the_learner(tmp_path):
+    cfg = config(data__source="image", data__size=[12, 12], mask__p_missing=0.7, model__local__enabled=True,
+                 model__local__neighbours=10)
+    result = get_learner("gp").run(cfg, RunContext(workdir=tmp_path))
+    assert math.isfinite(result.metrics["rmse"]) and math.isfinite(result.metrics["nlpd"])

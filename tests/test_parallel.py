@@ -67,8 +67,10 @@ def _wait_for_running(url: str, count: int = 1, timeout: float = 120, proc: subp
     while time.time() < end:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"worker exited early with {proc.returncode}")
+        db = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite") else None
         try:
-            if _states(url)["RUNNING"] >= count:
+            # Never open a SQLite file the worker has not created: that would create it here.
+            if (db is None or db.is_file()) and _states(url)["RUNNING"] >= count:
                 return
         except KeyError:  # the study does not exist yet
             pass

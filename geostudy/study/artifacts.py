@@ -23,8 +23,10 @@ def save_figures(result: RunResult, folder: Path) -> dict[str, Path]:
     """Write each figure of ``result`` into ``folder`` (PNG for matplotlib figures); return name -> file."""
     import matplotlib.pyplot as plt
 
-    folder.mkdir(parents=True, exist_ok=True)
     saved: dict[str, Path] = {}
+    if not result.figures:
+        return saved
+    folder.mkdir(parents=True, exist_ok=True)
     for name, figure in result.figures.items():
         if isinstance(figure, (str, Path)):
             src = Path(figure)

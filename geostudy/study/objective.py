@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import math
 import platform
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -82,6 +84,7 @@ class Objective:
         self.spec = spec
         self.store = make_store(artifact_folder)
         self.on_start = on_start
+        self._workdir: Path | None = None
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         if self.on_start is not None:
@@ -93,13 +96,12 @@ class Objective:
         trial.set_user_attr("versions", library_versions())
         reporter = TrialReporter(trial, spec.metrics[0], prune=not spec.multi_objective)
         start = time.perf_counter()
+        workdir = self._scratch()
         try:
-            with tempfile.TemporaryDirectory(prefix=f"geostudy-{spec.name}-{trial.number}-") as tmp:
-                workdir = Path(tmp)
-                result = spec.learner.run(config, RunContext(workdir=workdir, report=reporter))
-                result.metrics["run_seconds"] = time.perf_counter() - start
-                figures = save_figures(result, workdir / "figures")
-                upload_run_outputs(trial, self.store, {**figures, **result.files})
+            result = spec.learner.run(config, RunContext(workdir=workdir, report=reporter))
+            result.metrics["run_seconds"] = time.perf_counter() - start
+            figures = save_figures(result, workdir / "figures")
+            upload_run_outputs(trial, self.store, {**figures, **result.files})
         except optuna.TrialPruned:
             raise
         except KeyboardInterrupt as err:
@@ -110,6 +112,20 @@ class Objective:
             trial.set_user_attr("fail_reason", describe_error(err))
             raise
         return self._values(trial, result)
+
+    def _scratch(self) -> Path:
+        """An empty folder for this trial's files (uploaded as artifacts, then dropped).
+
+        One folder per worker, emptied between trials: creating and deleting a temporary folder
+        per trial cost more than all the storage writes of a trial together.
+        """
+        if self._workdir is None:
+            self._workdir = Path(tempfile.mkdtemp(prefix=f"geostudy-{self.spec.name}-"))
+            atexit.register(shutil.rmtree, self._workdir, ignore_errors=True)
+        elif any(self._workdir.iterdir()):
+            shutil.rmtree(self._workdir)
+            self._workdir.mkdir()
+        return self._workdir
 
     def _values(self, trial: optuna.Trial, result: RunResult) -> float | list[float]:
         missing = [m for m in self.spec.metrics if m not in result.metrics]

@@ -6,6 +6,8 @@ import fcntl
 import sys
 import time
 import zlib
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -210,9 +212,19 @@ class SlotLock:
             self._pg_conn = None
 
 
-def _counts(study: optuna.Study) -> dict[TrialState, int]:
-    trials = study.get_trials(deepcopy=False)
-    return {state: sum(t.state == state for t in trials) for state in TrialState}
+class _Chain:
+    """Several trial-end callbacks behind one."""
+
+    def __init__(self, callbacks: list[Callable[[optuna.Study, FrozenTrial], None]]) -> None:
+        self.callbacks = callbacks
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        for callback in self.callbacks:
+            callback(study, trial)
+
+
+def _counts(study: optuna.Study) -> Counter[TrialState]:
+    return Counter(t.state for t in study.get_trials(deepcopy=False))
 
 
 def optimize(plan: StudyPlan, study: optuna.Study, *, progress: bool = True, catch: bool = True) -> FailureGuard:
@@ -223,14 +235,13 @@ def optimize(plan: StudyPlan, study: optuna.Study, *, progress: bool = True, cat
     target waits for the others' running trials instead: if one of them dies, its trial is failed
     by the heartbeat check and re-run (waiting), and the study still ends with exactly N finished.
     """
-    guard = FailureGuard()
-    callbacks: list = [guard]
     from geostudy.study.notes import NoteWriter
 
-    # The note first, so a trial's explanation is stored before the progress line announces it.
-    callbacks.append(NoteWriter(plan.spec))
+    guard = FailureGuard()
     bar = Progress(study, plan.spec, plan.n_trials, enabled=progress)
-    callbacks.append(bar)
+    # The note first, so a trial's explanation is stored before the progress line announces it.
+    # One callback, not three: Optuna deep-copies the finished trial for each callback it calls.
+    callbacks = [_Chain([guard, NoteWriter(plan.spec), bar])]
     lock = SlotLock(plan.storage_url, plan.spec.name)
     objective = Objective(plan.spec, plan.artifacts, on_start=lock.release)
     deadline = None if plan.timeout is None else time.monotonic() + plan.timeout
