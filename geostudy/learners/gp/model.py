@@ -144,7 +144,22 @@ def _optimise(
             opt.param_groups[0]["max_iter"] = chunk
             opt.param_groups[0]["max_eval"] = chunk * 5 // 4 + 5
             before = int(opt.state[opt._params[0]].get("n_iter", 0))  # type: ignore[attr-defined]
-            loss = opt.step(closure)  # type: ignore[arg-type]
+            snapshot = [p.detach().clone() for p in params]
+            try:
+                loss = opt.step(closure)  # type: ignore[arg-type]
+                finite = all(bool(torch.isfinite(p).all()) for p in params) and math.isfinite(float(loss.detach()))
+            except (RuntimeError, ValueError):  # a line-search trial point made the kernel matrix NaN / not PD
+                finite = False
+            if not finite:
+                # Keep the last finite hyperparameters: the line search overshot, the fit up to here stands.
+                with torch.no_grad():
+                    for p, old in zip(params, snapshot, strict=True):
+                        p.copy_(old)
+                if not fitted.losses:
+                    with torch.no_grad():
+                        fitted.losses.append(check_finite(loss_fn(), offset + done))
+                on_report(offset + done, True)
+                return done
             taken = int(opt.state[opt._params[0]].get("n_iter", 0)) - before  # type: ignore[attr-defined]
             fitted.losses.append(check_finite(loss, offset + done))
             done += chunk

@@ -20,6 +20,8 @@ import numpy as np
 import scipy.special as sp
 import torch
 
+from geostudy.nn.threads import torch_threads
+
 CLOSED_FORM_NU = (0.5, 1.5, 2.5)
 
 
@@ -129,7 +131,7 @@ def _batch_param(value: torch.Tensor | float, like: torch.Tensor) -> torch.Tenso
 
 @contextlib.contextmanager
 def single_thread(device: torch.device | str = "cpu") -> Iterator[None]:
-    """Run small LAPACK calls on one CPU thread.
+    """Run small LAPACK calls on one CPU thread (:func:`geostudy.nn.threads.torch_threads`).
 
     A batched Cholesky of 256 x 256 matrices is a loop of small calls; with two threads on a shared
     CPU each call was ~8x slower here (thread contention) than on one.
@@ -137,12 +139,8 @@ def single_thread(device: torch.device | str = "cpu") -> Iterator[None]:
     if torch.device(device).type != "cpu":
         yield
         return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def cholesky_jitter(cov: torch.Tensor, *, jitter: float = 1e-10, tries: int = 6) -> torch.Tensor:
