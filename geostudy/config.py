@@ -228,7 +228,7 @@ def to_dataclass(cls: type[T], data: Any, *, file: str | Path | None = None, pre
     """
     if not isinstance(data, Mapping):
         raise ConfigError(f"must be a mapping, but got {data!r}", file=file, key=prefix.rstrip(".") or None)
-    hints = _type_hints(cls)
+    hints = _type_hints(cls)  # type: ignore[arg-type]
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     for name in data:
         if name not in fields:

@@ -398,3 +398,17 @@ def test_local_option_runs_in_the_learner(tmp_path):
                  model__local__neighbours=10)
     result = get_learner("gp").run(cfg, RunContext(workdir=tmp_path))
     assert math.isfinite(result.metrics["rmse"]) and math.isfinite(result.metrics["nlpd"])
+
+
+def test_init_from_data_starts_from_station_spacing_and_variance():
+    from geostudy.learners.gp.config import ModelConfig
+    from geostudy.learners.gp.model import _init_from_data, _kernel, _likelihood
+
+    xtr, ytr, _, _ = _small_field()
+    cfg = ModelConfig(space_kernel="matern32", space_lengthscale=0.01)
+    kernel, lik = _kernel(cfg, has_time=False), _likelihood(cfg)
+    x, y = torch.as_tensor(xtr), torch.as_tensor(ytr)
+    _init_from_data(kernel, lik, x, y, cfg, torch.Generator().manual_seed(0))
+    ls = kernel.base_kernel.lengthscale.detach().numpy()
+    assert np.all((ls > 0.05) & (ls < 0.3))  # a quarter of the median distance (~0.5) of uniform points
+    assert float(lik.noise) == pytest.approx(0.1 * float(y.var()), rel=1e-3)

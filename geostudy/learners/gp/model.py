@@ -146,8 +146,8 @@ def _optimise(
             before = int(opt.state[opt._params[0]].get("n_iter", 0))  # type: ignore[attr-defined]
             snapshot = [p.detach().clone() for p in params]
             try:
-                loss = opt.step(closure)  # type: ignore[arg-type]
-                finite = all(bool(torch.isfinite(p).all()) for p in params) and math.isfinite(float(loss.detach()))
+                step_loss = torch.as_tensor(opt.step(closure)).detach()  # type: ignore[arg-type]
+                finite = all(bool(torch.isfinite(p).all()) for p in params) and math.isfinite(float(step_loss))
             except (RuntimeError, ValueError):  # a line-search trial point made the kernel matrix NaN / not PD
                 finite = False
             if not finite:
@@ -161,7 +161,7 @@ def _optimise(
                 on_report(offset + done, True)
                 return done
             taken = int(opt.state[opt._params[0]].get("n_iter", 0)) - before  # type: ignore[attr-defined]
-            fitted.losses.append(check_finite(loss, offset + done))
+            fitted.losses.append(check_finite(step_loss, offset + done))
             done += chunk
             converged = taken < chunk
             on_report(offset + done - 1, done >= steps or converged)
@@ -171,10 +171,10 @@ def _optimise(
     opt = torch.optim.Adam(params, lr=lr)
     for it in range(steps):
         opt.zero_grad()
-        loss = loss_fn()
-        loss.backward()
+        adam_loss = loss_fn()
+        adam_loss.backward()
         opt.step()
-        fitted.losses.append(check_finite(loss, offset + it))
+        fitted.losses.append(check_finite(adam_loss, offset + it))
         last = it == steps - 1
         if (it + 1) % report_every == 0 or last:
             on_report(offset + it, last)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import scipy.special as sp
@@ -129,18 +128,13 @@ def _batch_param(value: torch.Tensor | float, like: torch.Tensor) -> torch.Tenso
     return value
 
 
-@contextlib.contextmanager
-def single_thread(device: torch.device | str = "cpu") -> Iterator[None]:
-    """Run small LAPACK calls on one CPU thread (:func:`geostudy.nn.threads.torch_threads`).
+def single_thread(device: torch.device | str = "cpu") -> contextlib.AbstractContextManager[None]:
+    """Run small LAPACK calls on one CPU thread.
 
     A batched Cholesky of 256 x 256 matrices is a loop of small calls; with two threads on a shared
     CPU each call was ~8x slower here (thread contention) than on one.
     """
-    if torch.device(device).type != "cpu":
-        yield
-        return
-    with torch_threads(1):
-        yield
+    return torch_threads(1 if torch.device(device).type == "cpu" else None)
 
 
 def cholesky_jitter(cov: torch.Tensor, *, jitter: float = 1e-10, tries: int = 6) -> torch.Tensor:
