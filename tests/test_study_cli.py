@@ -135,6 +135,10 @@ BAD_STUDIES = {
     "cmaes_multi": (toy_study(sampler={"name": "cmaes"}, metrics=["value", "distance"], directions=["minimize"] * 2),
                     "sampler cmaes handles one objective"),
     "missing_config_file": (toy_study(config="configs/nope.yaml"), "file not found"),
+    "missing_data_file": ({"learner": "labeling", "set": {"data.source": "csv", "data.csv.nodes": "/nope/survey.csv"},
+                           "metrics": ["val_f1_macro"], "n_trials": 2,
+                           "space": {"optim.lr": {"type": "float", "low": 1e-3, "high": 0.1, "log": True}}},
+                          "key 'data.csv.nodes': node file not found"),
 }
 
 
@@ -150,7 +154,8 @@ def test_bad_study_is_one_line_exit_2_and_db_untouched(case, tmp_path, write_stu
     bad = write_study(content)  # same file name -> same study name and database
     assert study_main(["--study", str(bad), "--out", str(out), "--no-progress", "--n-trials", "4"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("error: ") and str(bad) in err
+    assert len(err.splitlines()) == 1 and err.startswith("error: ")
+    assert str(bad) in err or case == "missing_data_file"  # a data error names the data file instead
     assert words in err
     assert file_digest(db) == before
     # and a fresh output folder gets no database at all

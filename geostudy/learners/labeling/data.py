@@ -196,11 +196,11 @@ def _blur_columns(values: np.ndarray, rel_depth: np.ndarray) -> np.ndarray:
 # CSV import
 
 
-def _read_csv(path: Path, what: str, dtype: dict | None = None):
+def _read_csv(path: Path, what: str, key: str, dtype: dict | None = None):
     import pandas as pd
 
     if not path.is_file():
-        raise DataError(f"{what} file not found", file=path)
+        raise DataError(f"{what} file not found; set {key} to an existing CSV", file=path, key=key)
     try:
         return pd.read_csv(path, dtype=dtype, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
@@ -236,7 +236,7 @@ def load_csv(cfg: CsvConfig, *, base: Path | None = None) -> Survey:
     if not cfg.nodes:
         raise ConfigError("a node CSV path is required when data.source is 'csv'", key="data.csv.nodes")
     path = resolve(cfg.nodes)
-    frame = _read_csv(path, "node", dtype={cfg.label: str} if cfg.label else None)
+    frame = _read_csv(path, "node", "data.csv.nodes", dtype={cfg.label: str} if cfg.label else None)
     if not cfg.coords:
         raise ConfigError("must name at least one coordinate column, but got none", key="data.csv.coords")
     _require_columns(frame, [cfg.label], path, "data.csv.label")
@@ -282,7 +282,7 @@ def load_csv(cfg: CsvConfig, *, base: Path | None = None) -> Survey:
     edges = None
     if cfg.edges:
         epath = resolve(cfg.edges)
-        eframe = _read_csv(epath, "edge")
+        eframe = _read_csv(epath, "edge", "data.csv.edges")
         _require_columns(eframe, ["U", "V"], epath, "data.csv.edges")
         try:
             edges = eframe[["U", "V"]].to_numpy(dtype=np.int64).T
