@@ -23,9 +23,10 @@ from geostudy.config import apply_overrides, load_yaml
 from geostudy.learners.ardm.config import ArdmConfig
 from geostudy.learners.ardm.data import HardData, random_patches, resolve_path
 from geostudy.learners.ardm.evaluate import image_stats, mismatch
-from geostudy.learners.ardm.learner import ArdmLearner, sync_device, train_model
+from geostudy.learners.ardm.learner import ArdmLearner, train_model
 from geostudy.learners.ardm.sampling import sample
 from geostudy.learners.base import CONFIG_DIR, RunContext
+from geostudy.nn.device import sync_device
 from geostudy.nn.threads import torch_threads
 
 SIZES = {

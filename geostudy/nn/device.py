@@ -25,3 +25,9 @@ def resolve_device(spec: str = "auto", *, key: str = "device") -> torch.device:
             raise ConfigError(f"{spec!r} asked for, but no CUDA device is available; use 'auto' or 'cpu'", key=key)
         return torch.device(spec)
     raise ConfigError(f"must be one of {', '.join(DEVICE_CHOICES)} (or cuda:N), but got {spec!r}", key=key)
+
+
+def sync_device(device: torch.device) -> None:
+    """Wait for queued GPU work, so wall-clock timings measure it (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

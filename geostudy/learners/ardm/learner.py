@@ -27,6 +27,7 @@ from geostudy.learners.ardm.sampling import sample
 from geostudy.learners.ardm.train import Ema, bits_per_pixel, train_step
 from geostudy.learners.base import Learner, RunContext, RunResult
 from geostudy.nn import make_optimizer, resolve_device, seed_everything
+from geostudy.nn.device import sync_device
 from geostudy.nn.threads import torch_threads
 from geostudy.nn.training import run_epochs
 
@@ -96,12 +97,6 @@ def train_model(cfg: ArdmConfig, ctx: RunContext) -> FittedModel:
 def _json_list(values: np.ndarray) -> list[float | None]:
     """Per-class values for JSON: NaN (a class absent from every image) becomes null."""
     return [float(v) if np.isfinite(v) else None for v in values]
-
-
-def sync_device(device: torch.device) -> None:
-    """Wait for queued GPU work, so wall-clock timings measure it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class ArdmLearner(Learner):

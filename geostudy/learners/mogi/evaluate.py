@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from geostudy.learners.mogi.model import TargetTransform, map_features
+from geostudy.nn.device import sync_device
 
 SHORT = {"depth_km": "depth", "dv_m3": "dv", "x0_km": "x0", "y0_km": "y0", "nu": "nu"}
 NO_RELATIVE = {"x0_km", "y0_km"}  # positions near 0: a relative error means nothing
@@ -89,7 +90,6 @@ class Predictor:
         for _ in range(3):
             start = time.perf_counter()
             self.predict(maps, batch_size)
-            if self.device.type == "cuda":
-                torch.cuda.synchronize()
+            sync_device(self.device)
             best = min(best, time.perf_counter() - start)
         return best / max(len(maps), 1)
