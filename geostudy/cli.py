@@ -199,6 +199,8 @@ def _study(args: argparse.Namespace) -> int:
             return 1 if optimize(plan, study, progress=False, catch=not args.no_catch).tripped else 0
         except KeyboardInterrupt:
             return EXIT_INTERRUPTED
+        finally:
+            _close(study)
     children = _start_workers(args, plan) if args.jobs > 1 else []
     interrupted = False
     guard: FailureGuard | None = None
@@ -219,6 +221,7 @@ def _study(args: argparse.Namespace) -> int:
               f"(python run.py --config {display_path(plan.study_dir / 'best_config.yaml')})")
     print(f"Trials: {display_path(plan.study_dir / 'trials.csv')}")
     print(f"Dashboard: {dashboard_command(storage_url, plan.artifacts)}")
+    _close(study)
     if interrupted:
         print("interrupted: the running trial was marked FAIL; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -227,6 +230,13 @@ def _study(args: argparse.Namespace) -> int:
               f"last trials above or in {display_path(plan.study_dir / 'trials.csv')}", file=sys.stderr)
         return 1
     return 0
+
+
+def _close(study: Any) -> None:
+    """Flush and close the study's storage: the database file is final when the command ends."""
+    close = getattr(study._storage, "close", None)
+    if callable(close):
+        close()
 
 
 def _start_workers(args: argparse.Namespace, plan: Any) -> list[subprocess.Popen]:
@@ -285,6 +295,7 @@ def _review(args: argparse.Namespace, plan: Any) -> int:
         write_trials_csv(study, plan.spec, plan.study_dir / "trials.csv")
         print(f"Report: {display_path(path)}")
         print(f"Trials: {display_path(plan.study_dir / 'trials.csv')}")
+    _close(study)
     if args.dashboard:
         from geostudy.study.dashboard import serve_dashboard
 

@@ -99,3 +99,12 @@ def fresh_pg_db(postgres_url) -> str:
         conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
     engine.dispose()
     return postgres_url.replace("/postgres?", f"/{name}?", 1)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Tests that call ``learner.run`` directly own the figures it returns: close them after each test."""
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")

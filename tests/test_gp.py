@@ -254,6 +254,7 @@ def test_run_reports_metrics_baselines_and_pdf_pages(tmp_path):
 
     reports = []
     learner = get_learner("gp")
+    open_before = set(plt.get_fignums())
     cfg = config(data__synthetic__frames=3, eval__pdf=True, eval__sklearn_gpr=True, eval__sklearn_max_n=60)
     result = learner.run(cfg, RunContext(workdir=tmp_path, report=lambda s, m: reports.append((s, dict(m)))))
     assert set(learner.metrics) <= set(result.metrics)
@@ -269,7 +270,7 @@ def test_run_reports_metrics_baselines_and_pdf_pages(tmp_path):
     pages = len(re.findall(rb"/Type\s*/Page[^s]", pdf.read_bytes()))
     assert pages == 3 + AGGREGATE_PAGES
     assert result.figures["gp_aggregate"].is_file()
-    assert plt.get_fignums() == []  # every page closed
+    assert set(plt.get_fignums()) <= open_before  # every page this run drew is closed
 
 
 def test_variational_path_and_float32(tmp_path):

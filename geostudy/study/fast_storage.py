@@ -349,8 +349,18 @@ class FastStorage(BaseStorage, BaseHeartbeat):
                 pass
 
     def close(self) -> None:
-        """Write what is deferred (dashboard notes, running trials' buffered data)."""
+        """Write what is deferred, then close every connection.
+
+        On SQLite the last connection to close checkpoints the WAL into the database file; doing it
+        here, when a command ends, means the file is complete and no longer changes afterwards
+        (not later, whenever a garbage collector happens to close a forgotten connection).
+        """
         self.flush()
+        with self._lock:
+            if self._conn is not None and not self._conn.closed:
+                self._conn.close()
+            self._conn = None
+        self._engine.dispose()
 
     def __del__(self) -> None:
         # Best effort, and quick: a collector may run this while another storage on the same file
