@@ -62,18 +62,30 @@ def test_postgres_workers_share_one_study(tmp_path, fresh_pg_db):
     assert f"optuna-dashboard sqlite:///{target}" in proc.stdout
 
 
+def _running_count(url: str) -> int:
+    """RUNNING trials, read with plain SQL: opening an Optuna storage here could create the tables
+    while the worker is creating them."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sqlalchemy.text("SELECT count(*) FROM trials WHERE state = 'RUNNING'")).scalar())
+    except sqlalchemy.exc.DBAPIError:  # no database or no tables yet
+        return 0
+    finally:
+        engine.dispose()
+
+
 def _wait_for_running(url: str, count: int = 1, timeout: float = 120, proc: subprocess.Popen | None = None) -> None:
     end = time.time() + timeout
     while time.time() < end:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"worker exited early with {proc.returncode}")
         db = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite") else None
-        try:
-            # Never open a SQLite file the worker has not created: that would create it here.
-            if (db is None or db.is_file()) and _states(url)["RUNNING"] >= count:
-                return
-        except KeyError:  # the study does not exist yet
-            pass
+        # Never open a SQLite file the worker has not created: that would create it here.
+        if (db is None or db.is_file()) and _running_count(url) >= count:
+            return
         time.sleep(0.2)
     raise TimeoutError("no trial started")
 
