@@ -278,10 +278,9 @@ def _review(args: argparse.Namespace, plan: Any) -> int:
     study = load_existing(plan)
     if args.copy_to:
         from geostudy.study.export import dashboard_command
-        from geostudy.study.storage import check_url, open_storage, redact
+        from geostudy.study.storage import open_storage, redact
 
-        check_url(args.copy_to)
-        target = open_storage(args.copy_to)
+        target = open_storage(args.copy_to)  # checks the URL first
         if plan.spec.name in [s.study_name for s in optuna.get_all_study_summaries(target, include_best_trial=False)]:
             raise ConfigError(f"study {plan.spec.name!r} already exists in {redact(args.copy_to)}; choose another target",
                               file="--copy-to")

@@ -6,10 +6,13 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from geostudy.config import check_range
 from geostudy.errors import ConfigError, NonFiniteLossError
 from geostudy.learners.base import RunContext
 
@@ -19,6 +22,26 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adamax": torch.optim.Adamax,
     "sgd": torch.optim.SGD,
 }
+
+
+@dataclass
+class OptimConfig:
+    """The ``optim`` section the neural learners share: optimizer name, learning rate, weight decay.
+
+    A learner subclasses it to change the defaults, narrow ``name`` with a ``Literal``, or add keys;
+    the checks here run for all of them (``to_dataclass`` calls ``validate``).
+    """
+
+    name: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+
+    def validate(self, file: str | Path | None, prefix: str) -> None:
+        if self.name not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {self.name!r}; allowed: {', '.join(OPTIMIZERS)}", file=file,
+                              key=f"{prefix}name")
+        check_range(self.lr, f"{prefix}lr", file=file, low=0, low_open=True)
+        check_range(self.weight_decay, f"{prefix}weight_decay", file=file, low=0)
 
 
 def seed_everything(seed: int) -> torch.Generator:

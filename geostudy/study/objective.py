@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping
 from functools import cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 import optuna
 
@@ -141,7 +140,3 @@ class Objective:
         if bad:
             trial.set_user_attr("fail_reason", f"metric {bad[0]!r} is not finite")
         return values[0] if len(values) == 1 else values
-
-    @staticmethod
-    def params_of(trial: Any) -> dict[str, Any]:
-        return dict(trial.params)

@@ -8,6 +8,7 @@ from typing import Literal
 
 from geostudy.config import check_range
 from geostudy.errors import ConfigError
+from geostudy.nn.training import OptimConfig as BaseOptimConfig
 
 ARCHS = ("gcn", "sage", "gat", "mlp")
 GRAPH_METHODS = ("knn", "radius", "lattice", "file")
@@ -126,14 +127,10 @@ class ModelConfig:
 
 
 @dataclass
-class OptimConfig:
+class OptimConfig(BaseOptimConfig):
     name: Literal["adam", "adamw", "adamax"] = "adam"
     lr: float = 0.01
     weight_decay: float = 5.0e-4
-
-    def validate(self, file: str | Path | None, prefix: str) -> None:
-        check_range(self.lr, f"{prefix}lr", file=file, low=0, low_open=True)
-        check_range(self.weight_decay, f"{prefix}weight_decay", file=file, low=0)
 
 
 @dataclass

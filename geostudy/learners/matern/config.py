@@ -9,6 +9,7 @@ from typing import Literal
 from geostudy.config import check_range
 from geostudy.errors import ConfigError
 from geostudy.learners.matern.priors import Prior
+from geostudy.nn.training import OptimConfig as BaseOptimConfig
 
 
 @dataclass
@@ -92,14 +93,10 @@ class ModelConfig:
 
 
 @dataclass
-class OptimConfig:
+class OptimConfig(BaseOptimConfig):
     name: Literal["adam", "adamw", "adamax", "sgd"] = "adam"
     lr: float = 2e-3
     weight_decay: float = 0.0
-
-    def validate(self, file: str | Path | None, prefix: str) -> None:
-        check_range(self.lr, f"{prefix}lr", file=file, low=0, low_open=True)
-        check_range(self.weight_decay, f"{prefix}weight_decay", file=file, low=0)
 
 
 @dataclass

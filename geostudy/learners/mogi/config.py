@@ -12,24 +12,15 @@ from geostudy.errors import ConfigError
 from geostudy.learners.mogi.data import DataConfig
 from geostudy.learners.mogi.model import ModelConfig
 from geostudy.learners.mogi.spec import VARIABLES, parse_spec
+from geostudy.nn.training import OptimConfig as BaseOptimConfig
 
 REQUIRED_TARGETS = ("depth_km", "dv_m3")
 
 
 @dataclass
-class OptimConfig:
-    name: str = "adam"
+class OptimConfig(BaseOptimConfig):
     lr: float = 2.0e-3
-    weight_decay: float = 0.0
     schedule: Literal["onecycle", "none"] = "onecycle"
-
-    def validate(self, file: str | Path | None, prefix: str) -> None:
-        from geostudy.nn.training import OPTIMIZERS
-
-        if self.name not in OPTIMIZERS:
-            raise ConfigError(f"unknown optimizer {self.name!r}; allowed: {', '.join(OPTIMIZERS)}", file=file, key=f"{prefix}name")
-        check_range(self.lr, f"{prefix}lr", file=file, low=0, low_open=True)
-        check_range(self.weight_decay, f"{prefix}weight_decay", file=file, low=0)
 
 
 @dataclass
