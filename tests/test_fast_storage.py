@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections import Counter
 from pathlib import Path
 
 import optuna
@@ -212,3 +213,35 @@ def test_dead_worker_trial_is_failed_and_rerun_with_its_params(tmp_path: Path) -
     retried = _plain(url).trials[1]
     assert retried.state == TrialState.COMPLETE and retried.user_attrs["started"] == "again"
     assert retried.params == running.params
+
+
+def test_filtered_reads_and_counts_follow_every_change(tmp_path: Path) -> None:
+    """The per-filter views and state counts stay equal to a fresh scan of the file through enqueued,
+    failed, pruned and other workers' trials."""
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    mine = optuna.create_study(storage=open_storage(url), study_name="s", sampler=optuna.samplers.RandomSampler(seed=0))
+    other = optuna.load_study(study_name="s", storage=open_storage(url))  # a second worker on the same file
+    filters = [None, (TrialState.COMPLETE,), (TrialState.WAITING,), (TrialState.COMPLETE, TrialState.PRUNED),
+               (TrialState.RUNNING, TrialState.FAIL)]
+
+    def same() -> None:
+        for study in (mine, other):
+            for states in filters:
+                expected = [(t.number, t.state) for t in _plain(url).get_trials(states=states)]
+                assert [(t.number, t.state) for t in study.get_trials(deepcopy=False, states=states)] == expected
+            counts = study._storage.count_trials(study._study_id)
+            assert counts == Counter(t.state for t in _plain(url).trials)
+
+    same()  # the views exist from here on: later changes must update them in place
+    mine.enqueue_trial({"x": 0.5})
+    mine.enqueue_trial({"x": 0.25})
+    held = other.ask()  # pops the first enqueued trial: RUNNING in the other worker
+    same()
+    for i, outcome in enumerate(["ok", "fail", "prune", "ok"]):
+        trial = mine.ask()
+        trial.suggest_float("x", 0, 1)
+        state = {"ok": TrialState.COMPLETE, "fail": TrialState.FAIL, "prune": TrialState.PRUNED}[outcome]
+        mine.tell(trial, float(i) if state == TrialState.COMPLETE else None, state=state)
+        same()
+    other.tell(held, 3.0)
+    same()

@@ -14,6 +14,7 @@ import optuna
 import pytest
 import yaml
 
+from geostudy.study.notes import STALE_REASON
 from tests.conftest import ROOT, toy_study
 
 WORKER = [sys.executable, str(ROOT / "optuna_hyper.py")]
@@ -21,6 +22,18 @@ WORKER = [sys.executable, str(ROOT / "optuna_hyper.py")]
 
 def _states(url: str, name: str = "s") -> Counter:
     return Counter(t.state.name for t in optuna.load_study(study_name=name, storage=url).trials)
+
+
+def _notes(url: str, name: str = "s") -> dict[int, str]:
+    """The optuna-dashboard note of each trial that has one, by trial id."""
+    study = optuna.load_study(study_name=name, storage=url)
+    attrs = study._storage.get_study_system_attrs(study._study_id)
+    chunks = sorted((k, v) for k, v in attrs.items() if k.startswith("dashboard:") and ":note_str:" in k)
+    notes: dict[int, str] = {}
+    for key, text in chunks:
+        trial_id = int(key.split(":")[1])
+        notes[trial_id] = notes.get(trial_id, "") + text
+    return notes
 
 
 def _write(tmp_path: Path, **overrides) -> Path:
@@ -113,6 +126,11 @@ def test_sigkill_of_a_worker_mid_trial_is_retried(backend, tmp_path, request):
     assert failed, "the killed worker's trial should have been failed by the heartbeat check"
     retried = [t for t in trials if t.system_attrs.get("failed_trial") in {f.number for f in failed}]
     assert retried and all(r.params == trials[r.system_attrs["failed_trial"]].params for r in retried)
+    # Optuna runs no callback for a trial failed by the heartbeat check: ours stores why, and its note.
+    assert all(f.user_attrs.get("fail_reason") == STALE_REASON for f in failed)
+    assert all("fail_reason" not in r.user_attrs for r in retried)  # the retry does not inherit it
+    notes = _notes(url)
+    assert all("heartbeats" in notes.get(f._trial_id, "") for f in failed)
 
 
 def test_ctrl_c_fails_running_trial_prints_summary_and_resumes(tmp_path):
@@ -130,6 +148,7 @@ def test_ctrl_c_fails_running_trial_prints_summary_and_resumes(tmp_path):
     trials = optuna.load_study(study_name="s", storage=url).trials
     failed = [t for t in trials if t.state.name == "FAIL"]
     assert len(failed) == 1 and "interrupted" in failed[0].user_attrs["fail_reason"]
+    assert "failed: interrupted" in _notes(url)[failed[0]._trial_id]  # its dashboard note says so too
     assert _states(url)["RUNNING"] == 0
     resumed = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr

@@ -36,6 +36,7 @@ to the sqlite3 driver (SQLAlchemy's per-statement cost was most of what was left
 from __future__ import annotations
 
 import atexit
+import bisect
 import copy
 import enum
 import json
@@ -45,6 +46,7 @@ import re
 import threading
 import time
 import weakref
+from collections import Counter
 from collections.abc import Callable, Container, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -81,6 +83,11 @@ from geostudy.study._trial_rows import (
 _log = logging.getLogger(__name__)
 # optuna-dashboard's keys of a trial's note (``note_ver_key``, ``note_str_key_prefix``)
 _DEFERRED_KEY = re.compile(r"dashboard:\d+:note_(ver|str:\d+)")
+# TPESampler's (constant liar) record of a running trial's relative params (``_RELATIVE_PARAMS_KEY``):
+# other workers read it only to "lie" about running trials, and the params it repeats are buffered too
+# (flushed after ``flush_interval``, with a heartbeat, or at the finish), so it waits with them instead
+# of costing a transaction of its own per trial.
+_BUFFERED_SYSTEM_PREFIX = "tpe:relative_params:"
 
 
 class _Owned:
@@ -103,8 +110,22 @@ class _Owned:
 
 
 class _Study:
+    """What this process knows of one study's trials, indexed so that every per-trial read is O(1)-ish.
+
+    ``get_all_trials`` is called several times per trial (Optuna's ask, TPE, the runner's count):
+    a fresh filtered list each time is an O(n) Python loop per call, which made the per-trial
+    cost grow with the study. Instead each filter asked for keeps a view (the matching trials in
+    number order) that :meth:`put` updates in place (a binary search and a C-level list edit), and
+    the counts per state are kept as trials come and change.
+    """
+
+    MAX_VIEWS = 16  # distinct state filters kept; more (never seen in practice) are computed each time
+
     def __init__(self) -> None:
         self.by_number: list[FrozenTrial | None] = []
+        self.state_of: list[TrialState | None] = []  # each trial's state when it was last put (owned ones change in place)
+        self.counts: Counter[TrialState] = Counter()
+        self.views: dict[frozenset[TrialState] | None, list[FrozenTrial]] = {}
         self.last_seen = -1  # highest trial id a refresh has seen
         self.unfinished: dict[int, float] = {}  # others' unfinished trial ids -> when their details were read
         self.stale = True  # refresh at the next read
@@ -114,6 +135,49 @@ class _Study:
         self.directions: list[StudyDirection] | None = None
         self.name: str | None = None
         self.best: FrozenTrial | None = None
+
+    def put(self, trial: FrozenTrial) -> None:
+        """Add ``trial`` or replace the one of its number, keeping the views and counts exact."""
+        number = trial.number
+        if number >= len(self.by_number):
+            grow = number + 1 - len(self.by_number)
+            self.by_number.extend([None] * grow)
+            self.state_of.extend([None] * grow)
+        was = self.state_of[number]
+        self.by_number[number], self.state_of[number] = trial, trial.state
+        if was is not None:
+            self.counts[was] -= 1
+        self.counts[trial.state] += 1
+        for key, view in self.views.items():
+            before = was is not None and (key is None or was in key)
+            after = key is None or trial.state in key
+            if not (before or after):
+                continue
+            i = bisect.bisect_left(view, number, key=_number)
+            if before and after:
+                view[i] = trial
+            elif before:
+                del view[i]
+            else:
+                view.insert(i, trial)
+
+    def trials(self, states: Container[TrialState] | None) -> list[FrozenTrial]:
+        """The known trials (in number order) whose state is in ``states`` (all if None): a new list."""
+        try:
+            key = None if states is None else frozenset(states)  # type: ignore[call-overload]
+        except TypeError:  # a Container that cannot be iterated
+            return [t for t in self.by_number if t is not None and t.state in states]  # type: ignore[operator]
+        view = self.views.get(key)
+        if view is None:
+            view = [t for t, s in zip(self.by_number, self.state_of) if t is not None and (key is None or s in key)]
+            if len(self.views) >= self.MAX_VIEWS:
+                return view
+            self.views[key] = view
+        return list(view)
+
+
+def _number(trial: FrozenTrial) -> int:
+    return trial.number
 
 
 class FastStorage(BaseStorage, BaseHeartbeat):
@@ -227,11 +291,14 @@ class FastStorage(BaseStorage, BaseHeartbeat):
         if not self._sqlite or threading.current_thread() is not threading.main_thread() or self._conn_busy:
             return None
         try:
-            with self._connection() as conn:
-                raw = conn.connection.dbapi_connection
-                if raw is None or raw.in_transaction:
-                    return None
-                return int(raw.execute("PRAGMA data_version").fetchone()[0])
+            conn = self._conn
+            if conn is None or conn.closed or self._conn_pid != os.getpid():  # rare: open it the usual way
+                with self._connection() as conn:
+                    pass
+            raw = conn.connection.dbapi_connection
+            if raw is None or raw.in_transaction:
+                return None
+            return int(raw.execute("PRAGMA data_version").fetchone()[0])
         except Exception:  # noqa: BLE001 - then the time-based rule decides
             return None
 
@@ -244,7 +311,9 @@ class FastStorage(BaseStorage, BaseHeartbeat):
         try:
             with self._connection() as conn:
                 if self._sqlite:
-                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    if not conn.in_transaction():
+                        conn.begin()  # SQLAlchemy's side of it (nothing is sent); then the driver's, directly
+                    _driver(conn).execute("BEGIN IMMEDIATE")
                 elif lock_study is not None:
                     study = models.StudyModel.__table__
                     conn.execute(sa.select(study.c.study_id).where(study.c.study_id == lock_study).with_for_update())
@@ -447,9 +516,7 @@ class FastStorage(BaseStorage, BaseHeartbeat):
         """Put a trial in the cache (lock held)."""
         st = self._study(study_id)
         self._where[trial._trial_id] = (study_id, trial.number)
-        if trial.number >= len(st.by_number):
-            st.by_number.extend([None] * (trial.number + 1 - len(st.by_number)))
-        st.by_number[trial.number] = trial
+        st.put(trial)
         for name, dist in trial.distributions.items():
             st.dists.setdefault(name, dist)
         if trial._trial_id not in self._owned:
@@ -513,8 +580,27 @@ class FastStorage(BaseStorage, BaseHeartbeat):
             text = json.dumps(value)  # fails here, not at the flush, for a value JSON cannot hold
             (owned.trial.user_attrs if kind == "user" else owned.trial.system_attrs)[key] = json.loads(text)
             owned.attrs[kind][key] = text
-            # System attributes are how samplers and artifacts talk to other workers: written through.
-            self._flush_if_due(owned, force=kind == "system")
+            # System attributes are how samplers and artifacts talk to other workers: written through,
+            # except TPE's copy of the params it sampled, which is buffered like the params themselves.
+            self._flush_if_due(owned, force=kind == "system" and not key.startswith(_BUFFERED_SYSTEM_PREFIX))
+
+    def set_finished_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        """A user attribute on a finished trial (why a stale or interrupted trial failed), which
+        Optuna's API refuses once a trial is finished. Written through, at once."""
+        check_key(key)
+        text = json.dumps(value)
+        with self._lock:
+            with self._tx() as conn:
+                update = {"b_trial": trial_id, "b_key": key, "b_json": text}
+                if conn.execute(Sql.attr_update["user"], update).rowcount == 0:
+                    self._insert(conn, USER, [{"trial_id": trial_id, "key": key, "value_json": text}])
+            where = self._where.get(trial_id)
+            cached = None if where is None else self._study(where[0]).by_number[where[1]]
+            if where is not None and cached is not None and cached._trial_id == trial_id:
+                # Finished trials are shared with readers as they are: replace, never edit.
+                fresh = copy.copy(cached)
+                fresh.user_attrs = {**cached.user_attrs, key: json.loads(text)}
+                self._add(where[0], fresh)
 
     def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
         with self._lock:
@@ -719,12 +805,14 @@ class FastStorage(BaseStorage, BaseHeartbeat):
                        states: Container[TrialState] | None = None) -> list[FrozenTrial]:
         with self._lock:
             self._refresh(study_id)
-            known = self._study(study_id).by_number
-            if states is None:
-                trials = [t for t in known if t is not None]
-            else:
-                trials = [t for t in known if t is not None and t.state in states]
+            trials = self._study(study_id).trials(states)
         return copy.deepcopy(trials) if deepcopy else trials
+
+    def count_trials(self, study_id: int) -> Counter[TrialState]:
+        """The study's trials per state (other workers' included), without listing them."""
+        with self._lock:
+            self._refresh(study_id)
+            return +self._study(study_id).counts  # a copy, without the states that dropped to 0
 
     def get_best_trial(self, study_id: int) -> FrozenTrial:
         if len(self.get_study_directions(study_id)) > 1:
@@ -761,15 +849,14 @@ class FastStorage(BaseStorage, BaseHeartbeat):
                 if trial_id in self._owned:
                     continue
                 read_at = st.unfinished.get(trial_id)
+                where_known = self._where.get(trial_id)
+                cached = None if where_known is None else st.by_number[where_known[1]]
                 if read_at is None:
-                    where_known = self._where.get(trial_id)
-                    if where_known is None or not state.is_finished():
+                    if where_known is None or not state.is_finished() or cached is None or cached.state != state:
                         load.append(trial_id)
-                        continue
-                    cached = st.by_number[where_known[1]]
-                    if cached is None or cached.state != state:
-                        load.append(trial_id)
-                elif state.is_finished() or now - read_at >= 4 * self._refresh_s:
+                elif state.is_finished() or cached is None or cached.state != state:
+                    load.append(trial_id)  # e.g. an enqueued trial another worker popped: counts must be exact
+                elif now - read_at >= 4 * self._refresh_s:
                     load.append(trial_id)  # a running trial's params and reports, now and then
             for trial in load_trials(conn, load):
                 self._add(study_id, trial)

@@ -211,3 +211,27 @@ class NoteWriter:
             write_trial_note(study, trial, trial_note(trial, self.spec, study_id=study._study_id))
         except Exception as err:  # noqa: BLE001 - a note is a convenience, the study must go on
             _log.warning("could not write the note of trial %d: %s: %s", trial.number, type(err).__name__, err)
+
+
+STALE_REASON = "worker stopped sending heartbeats (killed or hung); failed by another worker's heartbeat check"
+
+
+class StaleTrialNote:
+    """Heartbeat stale-trial callback: stores why the trial failed (``fail_reason``) and its note.
+
+    Optuna runs no study callback for a trial another worker's heartbeat check failed, so without
+    this it would be a FAIL without a word.
+    """
+
+    def __init__(self, spec: StudySpec) -> None:
+        self.note = NoteWriter(spec)
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        set_attr = getattr(study._storage, "set_finished_trial_user_attr", None)
+        try:
+            if set_attr is not None and "fail_reason" not in trial.user_attrs:
+                set_attr(trial._trial_id, "fail_reason", STALE_REASON)
+                trial.user_attrs["fail_reason"] = STALE_REASON  # our own copy (Optuna deep-copied it)
+        except Exception as err:  # noqa: BLE001 - the study goes on without the reason
+            _log.warning("could not store why trial %d failed: %s: %s", trial.number, type(err).__name__, err)
+        self.note(study, trial)

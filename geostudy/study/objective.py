@@ -20,6 +20,7 @@ from geostudy.learners.base import RunContext, RunResult
 from geostudy.study.artifacts import json_safe, make_store, save_figures, upload_run_outputs
 from geostudy.study.spec import StudySpec
 
+INTERRUPTED = "interrupted"  # how a Ctrl-C'd (or SIGTERM'd) trial's fail_reason starts
 VERSIONED = ("torch", "dgl", "torch_geometric", "gpytorch", "optuna", "numpy", "scipy", "geostudy")
 
 
@@ -84,8 +85,10 @@ class Objective:
         self.store = make_store(artifact_folder)
         self.on_start = on_start
         self._workdir: Path | None = None
+        self.trial_id: int | None = None  # the trial this objective ran last (the runner reads it back)
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
+        self.trial_id = trial._trial_id
         if self.on_start is not None:
             self.on_start()  # the trial is RUNNING in the storage now: other workers may count it
         spec = self.spec
@@ -105,7 +108,7 @@ class Objective:
             raise
         except KeyboardInterrupt as err:
             # Optuna marks the trial FAIL on the way out; say why, so nobody hunts for a bug.
-            trial.set_user_attr("fail_reason", f"interrupted ({err or 'Ctrl-C'}); the study can be resumed")
+            trial.set_user_attr("fail_reason", f"{INTERRUPTED} ({err or 'Ctrl-C'}); the study can be resumed")
             raise
         except BaseException as err:
             trial.set_user_attr("fail_reason", describe_error(err))

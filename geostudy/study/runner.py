@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 from geostudy.errors import ConfigError
 from geostudy.study.artifacts import artifact_dir
 from geostudy.study.export import FINISHED
-from geostudy.study.objective import Objective
+from geostudy.study.objective import INTERRUPTED, Objective
 from geostudy.study.spec import StudySpec
 from geostudy.study.storage import open_storage, redact
 
@@ -51,7 +51,10 @@ def load_or_create(plan: StudyPlan) -> optuna.Study:
     """Open the study in its storage, creating it (and enqueuing ``enqueue:``) the first time."""
     spec = plan.spec
     plan.study_dir.mkdir(parents=True, exist_ok=True)
-    storage = open_storage(plan.storage_url, heartbeat_interval=spec.heartbeat_interval, grace_period=spec.grace_period)
+    from geostudy.study.notes import StaleTrialNote
+
+    storage = open_storage(plan.storage_url, heartbeat_interval=spec.heartbeat_interval, grace_period=spec.grace_period,
+                           on_stale=StaleTrialNote(spec))
     existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     if spec.name in existing:
         have = [d.name.lower() for d in existing[spec.name].directions]
@@ -87,8 +90,17 @@ def load_existing(plan: StudyPlan) -> optuna.Study:
     return optuna.load_study(study_name=plan.spec.name, storage=storage)
 
 
+def trial_counts(study: optuna.Study) -> Counter[TrialState]:
+    """The study's trials per state; O(1) on geostudy's storage (it keeps them), a scan elsewhere."""
+    count = getattr(study._storage, "count_trials", None)
+    if count is not None:
+        return count(study._study_id)
+    return Counter(t.state for t in study.get_trials(deepcopy=False))
+
+
 def finished_count(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=FINISHED))
+    counts = trial_counts(study)
+    return sum(counts[s] for s in FINISHED)
 
 
 class Progress:
@@ -223,10 +235,6 @@ class _Chain:
             callback(study, trial)
 
 
-def _counts(study: optuna.Study) -> Counter[TrialState]:
-    return Counter(t.state for t in study.get_trials(deepcopy=False))
-
-
 def optimize(plan: StudyPlan, study: optuna.Study, *, progress: bool = True, catch: bool = True) -> FailureGuard:
     """Run trials until the study holds ``plan.n_trials`` finished (complete or pruned) trials.
 
@@ -240,8 +248,10 @@ def optimize(plan: StudyPlan, study: optuna.Study, *, progress: bool = True, cat
     guard = FailureGuard()
     bar = Progress(study, plan.spec, plan.n_trials, enabled=progress)
     # The note first, so a trial's explanation is stored before the progress line announces it.
-    # One callback, not three: Optuna deep-copies the finished trial for each callback it calls.
-    callbacks = [_Chain([guard, NoteWriter(plan.spec), bar])]
+    # Called here after each study.optimize, not as Optuna callbacks: Optuna deep-copies the finished
+    # trial for each callback, and the note (deferred by the storage) then rides along with the next
+    # trial's creation instead of a commit of its own when study.optimize returns.
+    after_trial = _Chain([guard, NoteWriter(plan.spec), bar])
     lock = SlotLock(plan.storage_url, plan.spec.name)
     objective = Objective(plan.spec, plan.artifacts, on_start=lock.release)
     deadline = None if plan.timeout is None else time.monotonic() + plan.timeout
@@ -250,7 +260,7 @@ def optimize(plan: StudyPlan, study: optuna.Study, *, progress: bool = True, cat
         while not guard.tripped and (deadline is None or time.monotonic() < deadline):
             if plan.n_trials is not None:
                 lock.acquire()
-                counts = _counts(study)
+                counts = trial_counts(study)
                 finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
                 if finished >= plan.n_trials:
                     break
@@ -260,9 +270,37 @@ def optimize(plan: StudyPlan, study: optuna.Study, *, progress: bool = True, cat
                         optuna.storages.fail_stale_trials(study)
                     time.sleep(WAIT_FOR_OTHERS_S)
                     continue
-            study.optimize(objective, n_trials=1, catch=(Exception,) if catch else (), callbacks=callbacks)
+            objective.trial_id = None
+            try:
+                study.optimize(objective, n_trials=1, catch=(Exception,) if catch else ())
+            except KeyboardInterrupt:
+                _note_interrupted(study, objective.trial_id, after_trial)
+                raise
             lock.release()
+            if objective.trial_id is not None:
+                # The finished trial as the storage keeps it (read-only for the callbacks).
+                after_trial(study, study._storage.get_trial(objective.trial_id))
     finally:
         lock.release()
         bar.close()
     return guard
+
+
+def _note_interrupted(study: optuna.Study, trial_id: int | None, after_trial: _Chain) -> None:
+    """Ctrl-C: Optuna marked the running trial FAIL; give it its reason and its note (no callback runs)."""
+    if trial_id is None:
+        return
+    try:
+        trial = study._storage.get_trial(trial_id)
+        if trial.state != TrialState.FAIL:
+            return
+        if "fail_reason" not in trial.user_attrs:  # interrupted before the objective could say so
+            set_finished_user_attr = getattr(study._storage, "set_finished_trial_user_attr", None)
+            if set_finished_user_attr is not None:
+                set_finished_user_attr(trial_id, "fail_reason", f"{INTERRUPTED}; the study can be resumed")
+                trial = study._storage.get_trial(trial_id)
+        for callback in after_trial.callbacks:
+            if not isinstance(callback, FailureGuard):
+                callback(study, trial)
+    except Exception as err:  # noqa: BLE001 - the interrupt goes on; a missing note is no reason to fail
+        print(f"warning: could not store why trial {trial_id} stopped: {err}", file=sys.stderr)

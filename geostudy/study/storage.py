@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import optuna
 import sqlalchemy
+from optuna.trial import FrozenTrial
 from sqlalchemy.engine import make_url
 
 from geostudy.errors import ConfigError
@@ -61,14 +63,16 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
 
 
 def open_storage(url: str, *, heartbeat_interval: int | None = None, grace_period: int | None = None,
-                 retry_stale: int | None = 3) -> optuna.storages.BaseStorage:
+                 retry_stale: int | None = 3,
+                 on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> optuna.storages.BaseStorage:
     """Open (creating if needed) an RDB storage, behind geostudy's write-behind trial cache.
 
     SQLite gets WAL, a long busy timeout and NORMAL sync so several local workers share one file
     without "database is locked". With a heartbeat, a trial whose worker died is marked FAIL by
     the others and re-run with the same parameters (``RetryHeartbeatStaleTrialCallback``). The
     :class:`~geostudy.study.fast_storage.FastStorage` in front writes each trial in one
-    transaction when it finishes and serves reads from memory (design in its module).
+    transaction when it finishes and serves reads from memory (design in its module). ``on_stale``
+    is called after the retry with each trial the heartbeat check failed (to store why).
     """
     from geostudy.study.fast_storage import FastStorage
 
@@ -81,9 +85,11 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
             sqlalchemy.event.listen(sqlalchemy.engine.Engine, "connect", _sqlite_listener)
     else:
         engine_kwargs["pool_pre_ping"] = True
-    callback = None
+    callback: Callable[[optuna.Study, FrozenTrial], None] | None = None
     if heartbeat_interval is not None:
         callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retry_stale)
+        if on_stale is not None:
+            callback = _Then(callback, on_stale)
     try:
         return FastStorage.open(
             url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
@@ -97,3 +103,16 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
 def _sqlite_listener(dbapi_connection: Any, record: Any) -> None:
     if type(dbapi_connection).__module__.startswith("sqlite3"):
         _tune_sqlite(dbapi_connection, record)
+
+
+class _Then:
+    """Two stale-trial callbacks, one after the other: the retry first, so the re-run trial does not
+    inherit what the second one stores on the failed trial."""
+
+    def __init__(self, first: Callable[[optuna.Study, FrozenTrial], None],
+                 then: Callable[[optuna.Study, FrozenTrial], None]) -> None:
+        self.first, self.then = first, then
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.first(study, trial)
+        self.then(study, trial)
