@@ -26,161 +26,54 @@ each after looking the trial up again, and its ``_CachedStorage`` re-reads the d
   statement) when ``study.optimize`` returns, or before any read of study attributes: never two
   commits of their own per trial.
 
-On SQLite every write transaction starts with ``BEGIN IMMEDIATE``, so two workers never both read
-and then race to write (the "database is locked" of a deferred transaction upgrade); elsewhere the
-study row is locked (``FOR UPDATE``) while a trial number is assigned, as Optuna does. On SQLite
-the main thread keeps one connection, and the per-trial INSERTs and the finishing UPDATE go straight
-to the sqlite3 driver (SQLAlchemy's per-statement cost was most of what was left).
+The parts: :mod:`geostudy.study._trial_cache` (what is kept in memory, indexed so that reads are
+O(1)-ish), :mod:`geostudy.study._write_behind` (buffered writes of owned trials, deferred notes),
+:mod:`geostudy.study._rdb_session` (connections and transactions), :mod:`geostudy.study._trial_rows`
+(the SQL); this module ties them into Optuna's storage API (trial creation, state changes, reads,
+other workers' changes, heartbeats).
 """
 
 from __future__ import annotations
 
 import atexit
-import bisect
 import copy
-import enum
-import json
 import logging
-import os
-import re
 import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import Callable, Container, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Container, Sequence
 from datetime import datetime
 from typing import Any
 
 import optuna
 import sqlalchemy as sa
-from optuna import distributions as dists
-from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.study import StudyDirection
 from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 
+from geostudy.study._rdb_session import CREATE_SQLITE, FINISH_SQLITE, driver, raw_value
+from geostudy.study._trial_cache import OwnedTrial, StudyCache
 from geostudy.study._trial_rows import (
     CHUNK,
-    PARAMS,
-    STEPS,
-    STUDY_ATTRS,
-    SYSTEM,
-    USER,
     VALUES,
     Sql,
     alembic_head,
-    check_key,
     load_trials,
     models,
     read_alembic_version,
     stamp_if_new,
     to_db,
 )
+from geostudy.study._write_behind import WriteBehind
 
 _log = logging.getLogger(__name__)
-# optuna-dashboard's keys of a trial's note (``note_ver_key``, ``note_str_key_prefix``)
-_DEFERRED_KEY = re.compile(r"dashboard:\d+:note_(ver|str:\d+)")
-# TPESampler's (constant liar) record of a running trial's relative params (``_RELATIVE_PARAMS_KEY``):
-# other workers read it only to "lie" about running trials, and the params it repeats are buffered too
-# (flushed after ``flush_interval``, with a heartbeat, or at the finish), so it waits with them instead
-# of costing a transaction of its own per trial.
-_BUFFERED_SYSTEM_PREFIX = "tpe:relative_params:"
 
 
-class _Owned:
-    """A trial this process runs: its live state and what is not yet in the database."""
-
-    def __init__(self, study_id: int, trial: FrozenTrial, beat_written: bool) -> None:
-        self.study_id = study_id
-        self.trial = trial
-        self.params: dict[str, tuple[float, str]] = {}  # name -> (internal value, distribution json), unwritten
-        self.attrs: dict[str, dict[str, str]] = {"user": {}, "system": {}}  # key -> json, unwritten
-        self.written: dict[str, set[str]] = {"user": set(), "system": set()}
-        self.steps: dict[int, float] = {}
-        self.written_steps: set[int] = set()
-        self.last_flush = time.monotonic()
-        self.last_beat = time.monotonic() if beat_written else float("-inf")
-        self.lost = False  # another process finished (failed) it
-
-    def dirty(self) -> bool:
-        return bool(self.params or self.steps or self.attrs["user"] or self.attrs["system"])
-
-
-class _Study:
-    """What this process knows of one study's trials, indexed so that every per-trial read is O(1)-ish.
-
-    ``get_all_trials`` is called several times per trial (Optuna's ask, TPE, the runner's count):
-    a fresh filtered list each time is an O(n) Python loop per call, which made the per-trial
-    cost grow with the study. Instead each filter asked for keeps a view (the matching trials in
-    number order) that :meth:`put` updates in place (a binary search and a C-level list edit), and
-    the counts per state are kept as trials come and change.
-    """
-
-    MAX_VIEWS = 16  # distinct state filters kept; more (never seen in practice) are computed each time
-
-    def __init__(self) -> None:
-        self.by_number: list[FrozenTrial | None] = []
-        self.state_of: list[TrialState | None] = []  # each trial's state when it was last put (owned ones change in place)
-        self.counts: Counter[TrialState] = Counter()
-        self.views: dict[frozenset[TrialState] | None, list[FrozenTrial]] = {}
-        self.last_seen = -1  # highest trial id a refresh has seen
-        self.unfinished: dict[int, float] = {}  # others' unfinished trial ids -> when their details were read
-        self.stale = True  # refresh at the next read
-        self.version: int | None = None  # SQLite's data_version at the last refresh
-        self.refreshed_at = float("-inf")
-        self.dists: dict[str, dists.BaseDistribution] = {}
-        self.directions: list[StudyDirection] | None = None
-        self.name: str | None = None
-        self.best: FrozenTrial | None = None
-
-    def put(self, trial: FrozenTrial) -> None:
-        """Add ``trial`` or replace the one of its number, keeping the views and counts exact."""
-        number = trial.number
-        if number >= len(self.by_number):
-            grow = number + 1 - len(self.by_number)
-            self.by_number.extend([None] * grow)
-            self.state_of.extend([None] * grow)
-        was = self.state_of[number]
-        self.by_number[number], self.state_of[number] = trial, trial.state
-        if was is not None:
-            self.counts[was] -= 1
-        self.counts[trial.state] += 1
-        for key, view in self.views.items():
-            before = was is not None and (key is None or was in key)
-            after = key is None or trial.state in key
-            if not (before or after):
-                continue
-            i = bisect.bisect_left(view, number, key=_number)
-            if before and after:
-                view[i] = trial
-            elif before:
-                del view[i]
-            else:
-                view.insert(i, trial)
-
-    def trials(self, states: Container[TrialState] | None) -> list[FrozenTrial]:
-        """The known trials (in number order) whose state is in ``states`` (all if None): a new list."""
-        try:
-            key = None if states is None else frozenset(states)  # type: ignore[call-overload]
-        except TypeError:  # a Container that cannot be iterated
-            return [t for t in self.by_number if t is not None and t.state in states]  # type: ignore[operator]
-        view = self.views.get(key)
-        if view is None:
-            view = [t for t, s in zip(self.by_number, self.state_of) if t is not None and (key is None or s in key)]
-            if len(self.views) >= self.MAX_VIEWS:
-                return view
-            self.views[key] = view
-        return list(view)
-
-
-def _number(trial: FrozenTrial) -> int:
-    return trial.number
-
-
-class FastStorage(BaseStorage, BaseHeartbeat):
+class FastStorage(WriteBehind, BaseStorage, BaseHeartbeat):
     """Optuna storage over an :class:`~optuna.storages.RDBStorage`, with a write-behind trial cache.
 
     Args:
@@ -204,16 +97,11 @@ class FastStorage(BaseStorage, BaseHeartbeat):
         _LIVE.add(self)
 
     def _init_state(self) -> None:
-        self._engine = self._backend.engine
-        self._sqlite = self._engine.dialect.name == "sqlite"
-        self._returning = bool(self._engine.dialect.insert_returning) and self._engine.dialect.name != "mysql"
+        self._init_session(self._backend.engine)
         self._lock = threading.RLock()
-        self._studies: dict[int, _Study] = {}
+        self._studies: dict[int, StudyCache] = {}
         self._where: dict[int, tuple[int, int]] = {}  # trial id -> (study id, number)
-        self._owned: dict[int, _Owned] = {}
-        self._conn: sa.Connection | None = None
-        self._conn_pid = -1
-        self._conn_busy = False
+        self._owned: dict[int, OwnedTrial] = {}
         self._study_attrs: dict[tuple[int, str], str] = {}  # deferred dashboard notes: (study, key) -> json
 
     @classmethod
@@ -263,88 +151,12 @@ class FastStorage(BaseStorage, BaseHeartbeat):
     def url(self) -> str:
         return self._backend.url
 
-    # -- transactions ------------------------------------------------------------------------
-
-    @contextmanager
-    def _connection(self) -> Iterator[sa.Connection]:
-        """The main thread keeps one SQLite connection (checking one out costs as much as a query);
-        other threads (heartbeat, dashboard requests) and server databases check one out each time."""
-        if not self._sqlite or threading.current_thread() is not threading.main_thread() or self._conn_busy:
-            with self._engine.connect() as conn:
-                yield conn
-            return
-        if self._conn is None or self._conn.closed or self._conn_pid != os.getpid():
-            self._conn, self._conn_pid = self._engine.connect(), os.getpid()
-        self._conn_busy = True
-        try:
-            yield self._conn
-        except BaseException:
-            self._conn.close()  # whatever state it is in, a fresh one next time
-            self._conn = None
-            raise
-        finally:
-            self._conn_busy = False
-
-    def _data_version(self) -> int | None:
-        """SQLite's ``PRAGMA data_version`` on the main thread's connection: it changes exactly when
-        another connection (another worker, or this one's heartbeat thread) commits. None elsewhere."""
-        if not self._sqlite or threading.current_thread() is not threading.main_thread() or self._conn_busy:
-            return None
-        try:
-            conn = self._conn
-            if conn is None or conn.closed or self._conn_pid != os.getpid():  # rare: open it the usual way
-                with self._connection() as conn:
-                    pass
-            raw = conn.connection.dbapi_connection
-            if raw is None or raw.in_transaction:
-                return None
-            return int(raw.execute("PRAGMA data_version").fetchone()[0])
-        except Exception:  # noqa: BLE001 - then the time-based rule decides
-            return None
-
-    @contextmanager
-    def _tx(self, lock_study: int | None = None, deferred: bool = False) -> Iterator[sa.Connection]:
-        """One write transaction: SQLite's write lock from the start, or the study row locked.
-
-        With ``deferred``, the deferred study attributes (dashboard notes) are written in it too.
-        """
-        try:
-            with self._connection() as conn:
-                if self._sqlite:
-                    if not conn.in_transaction():
-                        conn.begin()  # SQLAlchemy's side of it (nothing is sent); then the driver's, directly
-                    _driver(conn).execute("BEGIN IMMEDIATE")
-                elif lock_study is not None:
-                    study = models.StudyModel.__table__
-                    conn.execute(sa.select(study.c.study_id).where(study.c.study_id == lock_study).with_for_update())
-                if deferred and self._study_attrs:
-                    self._write_study_attrs(conn)
-                try:
-                    yield conn
-                except BaseException:
-                    conn.rollback()
-                    raise
-                conn.commit()
-        except sa.exc.SQLAlchemyError as err:
-            raise StorageInternalError(f"storage write failed: {type(err).__name__}: {err}") from err
-
-    @contextmanager
-    def _read(self) -> Iterator[sa.Connection]:
-        try:
-            with self._connection() as conn:
-                try:
-                    yield conn
-                finally:
-                    conn.rollback()  # end the read (SQLAlchemy begins one; a server keeps it open)
-        except sa.exc.SQLAlchemyError as err:
-            raise StorageInternalError(f"storage read failed: {type(err).__name__}: {err}") from err
-
     # -- studies: Optuna's own code, except the per-trial ones ------------------------------
 
-    def _study(self, study_id: int) -> _Study:
+    def _study(self, study_id: int) -> StudyCache:
         st = self._studies.get(study_id)
         if st is None:
-            st = self._studies[study_id] = _Study()
+            st = self._studies[study_id] = StudyCache()
         return st
 
     def create_new_study(self, directions: Sequence[StudyDirection], study_name: str | None = None) -> int:
@@ -367,55 +179,6 @@ class FastStorage(BaseStorage, BaseHeartbeat):
 
     def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
         self._set_study_attr("system", study_id, key, value)
-
-    def _set_study_attr(self, kind: str, study_id: int, key: str, value: Any) -> None:
-        if self._study(study_id).directions is None:
-            self.get_study_directions(study_id)  # raises KeyError for a study that does not exist
-        check_key(key)
-        text = json.dumps(value)
-        with self._lock:
-            if kind == "system" and _DEFERRED_KEY.fullmatch(key):
-                # A finished trial's dashboard note: written with this process's next trial, or when
-                # study.optimize returns, or before study attributes are read (or when this storage
-                # is flushed or collected, or at exit).
-                self._study_attrs[(study_id, key)] = text
-                return
-            with self._tx() as conn:
-                self._upsert_study_attrs(conn, kind, [{"study_id": study_id, "key": key, "value_json": text}])
-
-    def _upsert_study_attrs(self, conn: sa.Connection, kind: str, rows: list[dict[str, Any]]) -> None:
-        table, dialect = STUDY_ATTRS[kind], self._engine.dialect.name
-        if dialect == "sqlite":  # one statement for all: INSERT ... ON CONFLICT DO UPDATE
-            _driver(conn).executemany(
-                f"INSERT INTO {table.name} (study_id, key, value_json) VALUES (?, ?, ?) "
-                "ON CONFLICT (study_id, key) DO UPDATE SET value_json = excluded.value_json",
-                [(r["study_id"], r["key"], r["value_json"]) for r in rows])
-            return
-        if dialect == "postgresql":
-            conn.execute(Sql.upsert[dialect, kind], rows)
-            return
-        for row in rows:
-            update = {"b_study": row["study_id"], "b_key": row["key"], "b_json": row["value_json"]}
-            if conn.execute(Sql.study_attr_update[kind], update).rowcount == 0:
-                conn.execute(Sql.insert[table.name], row)
-
-    def _write_study_attrs(self, conn: sa.Connection) -> None:
-        """Write the deferred study attributes in ``conn``'s transaction."""
-        with self._lock:
-            pending = dict(self._study_attrs)
-            self._study_attrs.clear()
-        try:
-            self._upsert_study_attrs(conn, "system", [{"study_id": study_id, "key": key, "value_json": text}
-                                                      for (study_id, key), text in pending.items()])
-        except BaseException:
-            with self._lock:
-                self._study_attrs.update({k: v for k, v in pending.items() if k not in self._study_attrs})
-            raise
-
-    def _flush_study_attrs(self) -> None:
-        if self._study_attrs:
-            with self._tx(deferred=True):
-                pass
 
     def close(self) -> None:
         """Write what is deferred, then close every connection.
@@ -494,8 +257,8 @@ class FastStorage(BaseStorage, BaseHeartbeat):
         beat = self._backend.heartbeat_interval is not None
         with self._tx(lock_study=study_id, deferred=True) as conn:
             if self._sqlite:
-                trial_id, number = _driver(conn).execute(
-                    _CREATE_SQLITE, (study_id, study_id, _raw_value(row["b_start"]))).fetchone()
+                trial_id, number = driver(conn).execute(
+                    CREATE_SQLITE, (study_id, study_id, raw_value(row["b_start"]))).fetchone()
             elif self._returning:
                 trial_id, number = conn.execute(Sql.insert_numbered, row).one()
             else:  # MySQL: no RETURNING, and no subquery on the table being inserted into
@@ -508,7 +271,7 @@ class FastStorage(BaseStorage, BaseHeartbeat):
                             datetime_complete=None, params={}, distributions={}, user_attrs={}, system_attrs={},
                             intermediate_values={}, trial_id=trial_id)
         with self._lock:
-            self._owned[trial_id] = _Owned(study_id, trial, beat_written=beat)
+            self._owned[trial_id] = OwnedTrial(study_id, trial, beat_written=beat)
             self._add(study_id, trial)
         return trial_id
 
@@ -532,162 +295,6 @@ class FastStorage(BaseStorage, BaseHeartbeat):
             if st.best is None or better(trial.values[0], st.best.values[0]) != st.best.values[0]:
                 st.best = trial
 
-    # -- buffered writes of owned trials -------------------------------------------------------
-
-    def _owner(self, trial_id: int) -> _Owned | None:
-        owned = self._owned.get(trial_id)
-        if owned is not None and owned.lost:  # from now on Optuna's own checks answer for it
-            del self._owned[trial_id]
-            self._mark_changed(trial_id)
-            raise UpdateFinishedTrialError(f"Trial#{owned.trial.number} has already finished and can not be updated.")
-        return owned
-
-    def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
-                        distribution: dists.BaseDistribution) -> None:
-        with self._lock:
-            owned = self._owner(trial_id)
-            if owned is None:
-                self._backend.set_trial_param(trial_id, param_name, param_value_internal, distribution)
-                self._mark_changed(trial_id)
-                return
-            check_key(param_name)
-            st = self._study(owned.study_id)
-            previous = st.dists.get(param_name)
-            if previous is not None:
-                dists.check_distribution_compatibility(previous, distribution)
-            if param_name in owned.trial.distributions:
-                return  # as the RDB does: the first value stays
-            owned.trial.params[param_name] = distribution.to_external_repr(param_value_internal)
-            owned.trial.distributions[param_name] = distribution
-            owned.params[param_name] = (param_value_internal, dists.distribution_to_json(distribution))
-            st.dists.setdefault(param_name, distribution)
-
-    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._set_trial_attr("user", trial_id, key, value)
-
-    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._set_trial_attr("system", trial_id, key, value)
-
-    def _set_trial_attr(self, kind: str, trial_id: int, key: str, value: Any) -> None:
-        with self._lock:
-            owned = self._owner(trial_id)
-            if owned is None:
-                setter = self._backend.set_trial_user_attr if kind == "user" else self._backend.set_trial_system_attr
-                setter(trial_id, key, value)
-                self._mark_changed(trial_id)
-                return
-            check_key(key)
-            text = json.dumps(value)  # fails here, not at the flush, for a value JSON cannot hold
-            (owned.trial.user_attrs if kind == "user" else owned.trial.system_attrs)[key] = json.loads(text)
-            owned.attrs[kind][key] = text
-            # System attributes are how samplers and artifacts talk to other workers: written through,
-            # except TPE's copy of the params it sampled, which is buffered like the params themselves.
-            self._flush_if_due(owned, force=kind == "system" and not key.startswith(_BUFFERED_SYSTEM_PREFIX))
-
-    def set_finished_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
-        """A user attribute on a finished trial (why a stale or interrupted trial failed), which
-        Optuna's API refuses once a trial is finished. Written through, at once."""
-        check_key(key)
-        text = json.dumps(value)
-        with self._lock:
-            with self._tx() as conn:
-                update = {"b_trial": trial_id, "b_key": key, "b_json": text}
-                if conn.execute(Sql.attr_update["user"], update).rowcount == 0:
-                    self._insert(conn, USER, [{"trial_id": trial_id, "key": key, "value_json": text}])
-            where = self._where.get(trial_id)
-            cached = None if where is None else self._study(where[0]).by_number[where[1]]
-            if where is not None and cached is not None and cached._trial_id == trial_id:
-                # Finished trials are shared with readers as they are: replace, never edit.
-                fresh = copy.copy(cached)
-                fresh.user_attrs = {**cached.user_attrs, key: json.loads(text)}
-                self._add(where[0], fresh)
-
-    def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
-        with self._lock:
-            owned = self._owner(trial_id)
-            if owned is None:
-                self._backend.set_trial_intermediate_value(trial_id, step, intermediate_value)
-                self._mark_changed(trial_id)
-                return
-            owned.trial.intermediate_values[step] = intermediate_value
-            owned.steps[step] = intermediate_value
-            self._flush_if_due(owned)
-
-    def _flush_if_due(self, owned: _Owned, force: bool = False) -> None:
-        # With a heartbeat a dead worker's trial is re-run with its params: write them early.
-        early = bool(owned.params) and self._backend.heartbeat_interval is not None
-        if force or early or (self._flush_s is not None and time.monotonic() - owned.last_flush >= self._flush_s):
-            done = None
-            with self._tx() as conn:
-                if self._alive(conn, owned):
-                    done = self._write_pending(conn, owned)
-            self._flushed(owned, done)
-
-    def _alive(self, conn: sa.Connection, owned: _Owned) -> bool:
-        state = conn.execute(Sql.state, {"b_trial": owned.trial._trial_id}).scalar()
-        if state is not None and state.is_finished():
-            owned.lost = True  # failed by another worker (stale heartbeat): nothing more may be written
-        return not owned.lost
-
-    def _write_pending(self, conn: sa.Connection, owned: _Owned) -> tuple[Any, ...]:
-        """Write what ``owned`` holds unwritten, in ``conn``'s transaction; return what was written."""
-        trial_id = owned.trial._trial_id
-        params, attrs, steps = dict(owned.params), {k: dict(v) for k, v in owned.attrs.items()}, dict(owned.steps)
-        if params:
-            self._insert(conn, PARAMS, [{"trial_id": trial_id, "param_name": name, "param_value": value,
-                                         "distribution_json": dist} for name, (value, dist) in params.items()])
-        for kind, table in (("user", USER), ("system", SYSTEM)):
-            new = [{"trial_id": trial_id, "key": k, "value_json": v} for k, v in attrs[kind].items()
-                   if k not in owned.written[kind]]
-            if new:
-                self._insert(conn, table, new)
-            old = [{"b_trial": trial_id, "b_key": k, "b_json": v} for k, v in attrs[kind].items()
-                   if k in owned.written[kind]]
-            if old:
-                conn.execute(Sql.attr_update[kind], old)
-        new_steps = []
-        for step, value in steps.items():
-            stored, kind_ = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
-            if step in owned.written_steps:
-                conn.execute(Sql.step_update, {"b_trial": trial_id, "b_step": step, "b_value": stored, "b_type": kind_})
-            else:
-                new_steps.append({"trial_id": trial_id, "step": step, "intermediate_value": stored,
-                                  "intermediate_value_type": kind_})
-        if new_steps:
-            self._insert(conn, STEPS, new_steps)
-        return params, attrs, steps
-
-    def _insert(self, conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-        """INSERT rows; on SQLite straight through the driver (a tenth of SQLAlchemy's cost per call)."""
-        if not self._sqlite:
-            conn.execute(Sql.insert[table.name], rows)
-            return
-        columns = list(rows[0])
-        _driver(conn).executemany(f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-                        [tuple(_raw_value(row[c]) for c in columns) for row in rows])
-
-    def _flushed(self, owned: _Owned, done: tuple[Any, ...] | None) -> None:
-        """After a commit: forget what was written (unless it changed meanwhile)."""
-        owned.last_flush = time.monotonic()
-        if done is None:  # lost to another worker: nothing of it may be written any more
-            if owned.lost:
-                owned.params.clear()
-                owned.steps.clear()
-                owned.attrs = {"user": {}, "system": {}}
-            return
-        params, attrs, steps = done
-        for name in params:
-            owned.params.pop(name, None)
-        for kind in attrs:
-            for key, text in attrs[kind].items():
-                owned.written[kind].add(key)
-                if owned.attrs[kind].get(key) == text:
-                    del owned.attrs[kind][key]
-        for step, value in steps.items():
-            owned.written_steps.add(step)
-            if owned.steps.get(step) == value:
-                del owned.steps[step]
-
     # -- state changes -------------------------------------------------------------------------
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
@@ -708,7 +315,7 @@ class FastStorage(BaseStorage, BaseHeartbeat):
             try:
                 with self._tx(deferred=True) as conn:
                     if self._sqlite and state != TrialState.RUNNING:
-                        updated = _driver(conn).execute(_FINISH_SQLITE, (state.name, _raw_value(change["b_when"]),
+                        updated = driver(conn).execute(FINISH_SQLITE, (state.name, raw_value(change["b_when"]),
                                                                          trial_id)).rowcount
                     else:
                         updated = conn.execute(Sql.start if state == TrialState.RUNNING else Sql.finish, change).rowcount
@@ -737,7 +344,7 @@ class FastStorage(BaseStorage, BaseHeartbeat):
                 if state == TrialState.RUNNING:  # popped an enqueued trial: it is ours now
                     trial = self._load_one(trial_id)
                     study_id = self._where[trial_id][0]
-                    owned = self._owned[trial_id] = _Owned(study_id, trial, beat_written=False)
+                    owned = self._owned[trial_id] = OwnedTrial(study_id, trial, beat_written=False)
                     # What it brought along (enqueued or retried attributes, reports) is in the database.
                     owned.written = {"user": set(trial.user_attrs), "system": set(trial.system_attrs)}
                     owned.written_steps = set(trial.intermediate_values)
@@ -892,36 +499,6 @@ class FastStorage(BaseStorage, BaseHeartbeat):
 
     def get_heartbeat_stale_trial_callback(self) -> Callable[[optuna.Study, FrozenTrial], None] | None:
         return self._backend.get_heartbeat_stale_trial_callback()
-
-    # -- flushing --------------------------------------------------------------------------------
-
-    def flush(self) -> None:
-        """Write every running trial's buffered data and the deferred notes now."""
-        with self._lock:
-            for owned in list(self._owned.values()):
-                if owned.dirty() and not owned.lost:
-                    self._flush_if_due(owned, force=True)
-            self._flush_study_attrs()
-
-
-def _raw_value(value: Any) -> Any:
-    """A value as SQLAlchemy binds it in Optuna's SQLite schema: enums by name, times as text."""
-    if isinstance(value, enum.Enum):
-        return value.name
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
-    return value
-
-
-def _driver(conn: sa.Connection) -> Any:
-    """The sqlite3 connection under ``conn`` (same transaction)."""
-    return conn.connection.dbapi_connection
-
-
-_CREATE_SQLITE = ("INSERT INTO trials (number, study_id, state, datetime_start) VALUES "
-                  "((SELECT count(*) FROM trials WHERE study_id = ?), ?, 'RUNNING', ?) RETURNING trial_id, number")
-_FINISH_SQLITE = ("UPDATE trials SET state = ?, datetime_complete = ? "
-                  "WHERE trial_id = ? AND state IN ('RUNNING', 'WAITING')")
 
 
 _LIVE: weakref.WeakSet[FastStorage] = weakref.WeakSet()
