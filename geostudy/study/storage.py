@@ -59,6 +59,12 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=60000")
+    # Checkpoints (copying the WAL into the database file, with two fsyncs) every 10000 pages (~40 MB
+    # of WAL, some 2000 trials) instead of SQLite's 1000: a trial rewrites the same few pages (the
+    # trials table's last page, its indexes, the notes), which a checkpoint then copies once, not ten
+    # times; at 1000 trials this saved ~1 ms per trial. Durability is the WAL's, unchanged; closing
+    # the storage checkpoints what is left, so the file is complete when a command ends.
+    cursor.execute("PRAGMA wal_autocheckpoint=10000")
     cursor.close()
 
 
