@@ -14,8 +14,10 @@ each after looking the trial up again, and its ``_CachedStorage`` re-reads the d
   trial re-run after its worker died gets the same params;
 * trial system attributes (grid ids, artifacts, sampler bookkeeping that other workers read) and
   every state change of a trial owned by someone else (popping an enqueued trial, failing a stale
-  one) are written through, atomically: a conditional ``UPDATE`` under the database's write lock;
-* reads come from memory. Finished trials never change, so each is read once; other workers' new
+  one) are written through, atomically: a conditional ``UPDATE`` under the database's write lock
+  (TPE's copy of the params it sampled excepted: it waits with the params it repeats);
+* reads come from memory, from per-state-filter views kept up to date in place (no per-read scan
+  of the study). Finished trials never change, so each is read once; other workers' new
   and changed trials are picked up by one small query (ids above the last seen, plus the ones known
   unfinished). On SQLite it runs only when ``PRAGMA data_version`` says another connection wrote
   since the last look (so a count taken under a lock is exact, and a lone worker never queries);
