@@ -99,7 +99,7 @@ class SteeringConfig:
     :mod:`geostudy.learners.gp.steering` for the formulas.
     """
 
-    rounds: int = 2
+    rounds: int = 1
     smooth: float = 2.5
     elongation_reg: float = 0.3
     elongation_power: float = 1.0
