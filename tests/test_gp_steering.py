@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from gpytorch.kernels import MaternKernel, RBFKernel
+from gpytorch.kernels import MaternKernel, RBFKernel, RQKernel
 
 from geostudy.config import apply_overrides
 from geostudy.errors import ConfigError
@@ -15,7 +15,7 @@ from geostudy.learners import RunContext, get_learner
 from geostudy.learners.gp.steering import CORRELATIONS, SteeringKernel, steering_inputs, structure_sigmas
 
 STATIONARY = {"matern12": lambda: MaternKernel(nu=0.5), "matern32": lambda: MaternKernel(nu=1.5),
-              "matern52": lambda: MaternKernel(nu=2.5), "rbf": RBFKernel}
+              "matern52": lambda: MaternKernel(nu=2.5), "rbf": RBFKernel, "rq": RQKernel}
 
 
 def random_inputs(n: int, gen: torch.Generator) -> torch.Tensor:
@@ -50,6 +50,9 @@ def test_equal_covariances_give_the_stationary_kernel(corr):
     steer.lengthscale = 0.25
     stationary = STATIONARY[corr]().double()
     stationary.lengthscale = 0.25
+    if corr == "rq":
+        steer.raw_alpha.data.fill_(0.7)
+        stationary.alpha = float(steer.alpha.detach())
     ident = torch.tensor([[1.0, 0.0, 1.0]], dtype=torch.float64)
     with torch.no_grad():
         got = steer(torch.cat([coords, ident.expand(30, 3)], 1), torch.cat([other, ident.expand(9, 3)], 1)).to_dense()
@@ -100,7 +103,7 @@ def test_steering_gp_beats_the_stationary_one_on_a_sharp_edge(tmp_path, rounds):
 
 @pytest.mark.parametrize(("key", "value", "message"), [
     ("model.nonstationary", "paciorek", "unknown nonstationary kernel 'paciorek'; allowed: none, steering"),
-    ("model.space_kernel", "rq", "nonstationary 'steering' needs one of matern12"),
+    ("model.space_kernel", "periodic", "nonstationary 'steering' needs one of matern12"),
     ("model.inference", "svgp", "needs exact inference"),
     ("model.steering.smooth", 0.0, "must be in (0"),
     ("model.steering.rounds", 0, "must be in [1"),

@@ -11,8 +11,8 @@ Paciorek & Schervish's (2006) nonstationary form, which is positive definite for
     k(x, x') = |S_x|^1/4 |S_x'|^1/4 |(S_x + S_x')/2|^-1/2 R(sqrt(Q)),
     Q = (x - x')^T (l^2 (S_x + S_x')/2)^-1 (x - x'),
 
-with ``R`` a stationary correlation (exponential, Matérn 3/2 or 5/2, Gaussian) and ``l`` one learnt
-global lengthscale. With every ``Sigma`` equal to the identity it is exactly the stationary
+with ``R`` a stationary correlation (exponential, Matérn 3/2 or 5/2, Gaussian, or rational quadratic,
+a scale mixture of Gaussians with a learnt shape ``alpha``) and ``l`` one learnt global lengthscale. With every ``Sigma`` equal to the identity it is exactly the stationary
 isotropic kernel ``R(|x - x'| / l)``.
 
 Inputs carry their ``Sigma``: each row is ``(y, x, s_yy, s_yx, s_xx)``, so the kernel works
@@ -25,12 +25,13 @@ import math
 
 import numpy as np
 import torch
+from gpytorch.constraints import Positive
 from gpytorch.kernels import Kernel
 
 from geostudy.errors import ConfigError
 
 # Correlation functions R(r) of the scaled distance r, by the name of the matching stationary kernel.
-CORRELATIONS: tuple[str, ...] = ("matern12", "matern32", "matern52", "rbf")
+CORRELATIONS: tuple[str, ...] = ("matern12", "matern32", "matern52", "rbf", "rq")
 SIGMA_COLUMNS = 3  # s_yy, s_yx, s_xx appended to the (y, x) coordinates
 
 
@@ -42,8 +43,12 @@ def check_correlation(name: str, key: str) -> str:
     return name
 
 
-def correlation(name: str, r2: torch.Tensor) -> torch.Tensor:
-    """``R`` at squared scaled distance ``r2``."""
+def correlation(name: str, r2: torch.Tensor, alpha: torch.Tensor | None = None) -> torch.Tensor:
+    """``R`` at squared scaled distance ``r2`` (``alpha``: the rational quadratic's shape)."""
+    if name == "rq":
+        if alpha is None:
+            raise ValueError("the rational quadratic correlation needs alpha")
+        return (1 + r2 / (2 * alpha)).pow(-alpha)
     if name == "rbf":
         return torch.exp(-0.5 * r2)
     r = (r2 + 1e-12).sqrt()  # the epsilon keeps the gradient finite at r = 0
@@ -67,6 +72,16 @@ class SteeringKernel(Kernel):
     def __init__(self, correlation: str = "matern12", **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.correlation = check_correlation(correlation, "model.space_kernel")
+        if self.correlation == "rq":
+            self.register_parameter("raw_alpha", torch.nn.Parameter(torch.zeros(*self.batch_shape, 1)))
+            self.register_constraint("raw_alpha", Positive())
+
+    @property
+    def alpha(self) -> torch.Tensor | None:
+        """The rational quadratic's shape (None for the other correlations)."""
+        if self.correlation != "rq":
+            return None
+        return self.raw_alpha_constraint.transform(self.raw_alpha)  # type: ignore[attr-defined]
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool = False, **params: object) -> torch.Tensor:
         if x1.shape[-1] != 2 + SIGMA_COLUMNS or x2.shape[-1] != 2 + SIGMA_COLUMNS:
@@ -86,9 +101,12 @@ class SteeringKernel(Kernel):
         det_right = right[..., 2] * right[..., 4] - right[..., 3] ** 2
         q = (c * d[..., 0] ** 2 - 2 * b * d[..., 0] * d[..., 1] + a * d[..., 1] ** 2) / det
         prefactor = (det_left * det_right).pow(0.25) / det.sqrt()
+        alpha = self.alpha
         if diag:
             ls2 = ls2.squeeze(-1)
-        return prefactor * correlation(self.correlation, q / ls2)
+        elif alpha is not None:
+            alpha = alpha.unsqueeze(-1)
+        return prefactor * correlation(self.correlation, q / ls2, alpha)
 
 
 def structure_sigmas(pilot: np.ndarray, *, smooth: float, elongation_reg: float, elongation_power: float,
