@@ -23,9 +23,13 @@ from geostudy.learners import RunContext, get_learner
 from geostudy.learners.gp.config import ModelConfig, TrainConfig
 from geostudy.learners.gp.model import fit_gp
 
-# Best configuration found for the camera image: exact GP, one 2-D rational quadratic kernel with ARD,
-# hyperparameters by L-BFGS. (Tried: matern12/32/52, rq, spectral mixture; moving-window kriging with
-# 24 neighbours equals the global GP here; per-tile hyperparameters gained < 2%.)
+# Best configuration for the camera image: exact GP with the edge-adaptive steering kernel (Paciorek
+# nonstationary form, per-pixel covariances from the structure tensor of a biharmonic pilot, Matérn 1/2
+# correlation), hyperparameters by L-BFGS on the marginal likelihood. The steering settings were chosen
+# without the bench's held-out pixels: on other skimage images at the same task (astronaut, coins,
+# chelsea) and a validation split of the camera's observed pixels (a second round from the GP's own mean
+# did not help there). Stationary kernels (matern12/32/52, rq (ARD), spectral mixture, moving-window
+# and per-tile kriging) all stayed within 2% of biharmonic.
 INPAINT_SET = {
     "device": "auto",
     "data.source": "image",
@@ -34,11 +38,13 @@ INPAINT_SET = {
     "mask.regime": "fixed",
     "mask.p_missing": 0.9,
     "mask.seed": 0,
-    "model.space_kernel": "rq",
+    "model.space_kernel": "matern12",
+    "model.nonstationary": "steering",
+    "model.steering.rounds": 1,
     "model.space_lengthscale": 0.05,
     "model.inference": "exact",
     "train.optim": "lbfgs",
-    "dtype": "float32",
+    "dtype": "float64",
     "train.report_every": 1000,
     "eval.griddata": False,
     "eval.pdf": False,
@@ -62,7 +68,7 @@ def inpaint_row(quick: bool, workdir: Path) -> dict:
             "baseline": m["baseline_biharmonic_rmse"], "baseline_name": "skimage inpaint_biharmonic",
             "lower_is_better": True, "goal": "<= 0.90x", "iterations": iterations,
             "gp_nlpd": m["nlpd"], "gp_coverage95": m["coverage95"], "seconds": round(time.perf_counter() - start, 1),
-            "kernel": "rq (ARD), exact, lbfgs, float32"}
+            "kernel": "steering (matern12, Paciorek nonstationary, biharmonic pilot), exact, lbfgs, float64"}
 
 
 def _matern32_draw(n: int, seed: int, lengthscale: float = 0.2, noise: float = 0.05):

@@ -9,6 +9,7 @@ from typing import Literal
 from geostudy.config import check_range
 from geostudy.errors import ConfigError
 from geostudy.learners.gp.kernels import COMBINE_NAMES, check_kernel_name
+from geostudy.learners.gp.steering import CORRELATIONS
 
 
 @dataclass
@@ -90,6 +91,34 @@ class LocalConfig:
 
 
 @dataclass
+class SteeringConfig:
+    """The edge-adaptive nonstationary kernel (``model.nonstationary: steering``, 2-D fields only).
+
+    Each pixel's kernel covariance comes from the structure tensor of a pilot reconstruction
+    (biharmonic inpainting of the stations, then the previous round's GP mean); see
+    :mod:`geostudy.learners.gp.steering` for the formulas.
+    """
+
+    rounds: int = 1
+    smooth: float = 2.5
+    elongation_reg: float = 0.3
+    elongation_power: float = 1.0
+    energy_power: float = 0.5
+    energy_reg: float = 0.01
+
+    def validate(self, file: str | Path | None, prefix: str) -> None:
+        check_range(self.rounds, f"{prefix}rounds", file=file, low=1, high=10)
+        check_range(self.smooth, f"{prefix}smooth", file=file, low=0, low_open=True, high=50)
+        check_range(self.elongation_reg, f"{prefix}elongation_reg", file=file, low=0, low_open=True)
+        check_range(self.elongation_power, f"{prefix}elongation_power", file=file, low=0, high=4)
+        check_range(self.energy_power, f"{prefix}energy_power", file=file, low=0, high=4)
+        check_range(self.energy_reg, f"{prefix}energy_reg", file=file, low=0, low_open=True)
+
+
+NONSTATIONARY_NAMES: tuple[str, ...] = ("none", "steering")
+
+
+@dataclass
 class ModelConfig:
     space_kernel: str = "matern32"
     time_kernel: str = "rbf"
@@ -106,6 +135,8 @@ class ModelConfig:
     batch_size: int = 1024
     init_from_data: bool = False
     local: LocalConfig = field(default_factory=LocalConfig)
+    nonstationary: str = "none"
+    steering: SteeringConfig = field(default_factory=SteeringConfig)
 
     def validate(self, file: str | Path | None, prefix: str) -> None:
         try:
@@ -124,6 +155,16 @@ class ModelConfig:
         check_range(self.exact_max_n, f"{prefix}exact_max_n", file=file, low=1)
         check_range(self.inducing_points, f"{prefix}inducing_points", file=file, low=1)
         check_range(self.batch_size, f"{prefix}batch_size", file=file, low=1)
+        if self.nonstationary not in NONSTATIONARY_NAMES:
+            raise ConfigError(f"unknown nonstationary kernel {self.nonstationary!r}; allowed: "
+                              f"{', '.join(NONSTATIONARY_NAMES)}", file=file, key=f"{prefix}nonstationary")
+        if self.nonstationary == "steering":
+            if self.space_kernel not in CORRELATIONS:
+                raise ConfigError(f"nonstationary 'steering' needs one of {', '.join(CORRELATIONS)}, but got "
+                                  f"{self.space_kernel!r}", file=file, key=f"{prefix}space_kernel")
+            if self.inference == "svgp":
+                raise ConfigError("nonstationary 'steering' needs exact inference (auto or exact), but got 'svgp'",
+                                  file=file, key=f"{prefix}inference")
 
 
 @dataclass

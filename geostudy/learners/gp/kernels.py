@@ -23,6 +23,7 @@ from gpytorch.kernels import (
 )
 
 from geostudy.errors import ConfigError
+from geostudy.learners.gp.steering import SteeringKernel
 
 KERNEL_NAMES: tuple[str, ...] = (
     "rbf",
@@ -116,6 +117,7 @@ def build_kernel(
     space_lengthscale: float = 0.1,
     time_lengthscale: float = 0.3,
     min_lengthscale: float = 0.0,
+    nonstationary: str = "none",
 ) -> ScaleKernel:
     """The full covariance: ``scale * (k_space ∘ k_time)`` with ∘ a product or a sum.
 
@@ -128,11 +130,25 @@ def build_kernel(
         space_lengthscale: Starting lengthscale of the space kernel.
         time_lengthscale: Starting lengthscale of the time kernel.
         min_lengthscale: Lower bound on learnt lengthscales.
+        nonstationary: ``none``, or ``steering``: the space kernel becomes the edge-adaptive
+            :class:`~geostudy.learners.gp.steering.SteeringKernel` with the space kernel's correlation
+            (2-D fields only; inputs then carry each point's covariance).
 
     Raises:
-        ConfigError: unknown kernel or combination name, or every group disabled.
+        ConfigError: unknown kernel or combination name, every group disabled, or a steering kernel
+            asked with a time group or a correlation it lacks.
     """
     check_kernel_name(space, "model.space_kernel")
+    if nonstationary == "steering":
+        if time is not None:
+            raise ConfigError("nonstationary 'steering' works on 2-D fields (image, (y, x) arrays), but this field "
+                              "has a time axis", key="model.nonstationary")
+        steer = SteeringKernel(space, lengthscale_constraint=_lengthscale_constraint(min_lengthscale))
+        steer.lengthscale = max(space_lengthscale, 2 * min_lengthscale)
+        return ScaleKernel(steer)
+    if nonstationary != "none":
+        raise ConfigError(f"unknown nonstationary kernel {nonstationary!r}; allowed: none, steering",
+                          key="model.nonstationary")
     if combine not in COMBINE_NAMES:
         raise ConfigError(f"unknown combination {combine!r}; allowed: {', '.join(COMBINE_NAMES)}", key="model.combine")
     parts = [base_kernel(space, SPACE_DIMS, ard=ard, num_mixtures=num_mixtures, init_lengthscale=space_lengthscale,

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from geostudy.errors import ConfigError
 from geostudy.learners.base import REPO_ROOT, Learner, RunContext, RunResult
 from geostudy.learners.gp import data as gpdata
 from geostudy.learners.gp import evaluate, plots
 from geostudy.learners.gp.config import GpConfig
 from geostudy.learners.gp.kernels import kernel_label
 from geostudy.learners.gp.model import FittedGP, fit_gp
+from geostudy.learners.gp.steering import steering_inputs, structure_sigmas
 from geostudy.nn.device import resolve_device
 from geostudy.nn.training import seed_everything
 
@@ -88,6 +90,40 @@ class GpLearner(Learner):
         elif cfg.data.source == "npy" and not Path(str(cfg.data.path)).is_file():
             gpdata.load_npy(str(cfg.data.path))
 
+    @staticmethod
+    def _fit(cfg: GpConfig, fld: gpdata.Field, observed: np.ndarray, x_all: np.ndarray, obs_idx: np.ndarray,
+             scaler: gpdata.Scaler, device: torch.device, dtype: torch.dtype,
+             eval_callback: Callable[[np.ndarray], Callable[[int, FittedGP], None]],
+             ctx: RunContext) -> tuple[FittedGP, np.ndarray]:
+        """Fit the GP; returns it and the model inputs of every grid point.
+
+        A steering (nonstationary) GP is fitted in rounds: its per-pixel covariances come from a
+        pilot image, biharmonic inpainting of the stations first, then the previous round's GP mean.
+        """
+        y_obs = scaler.transform(fld.values.ravel()[obs_idx])
+        if cfg.model.nonstationary != "steering":
+            return fit_gp(x_all[obs_idx], y_obs, cfg.model, cfg.train, has_time=fld.has_time, device=device,
+                          dtype=dtype, seed=cfg.seed, on_eval=eval_callback(x_all), log=ctx.log), x_all
+        if fld.has_time:
+            raise ConfigError("nonstationary 'steering' works on 2-D fields (image, (y, x) arrays), but this field "
+                              "has a time axis", key="model.nonstationary")
+        steer = cfg.model.steering
+        start = time.perf_counter()
+        pilot = evaluate.biharmonic(np.where(observed, fld.values, 0.0), observed)[0]
+        for round_ in range(steer.rounds):
+            sigmas = structure_sigmas(pilot, smooth=steer.smooth, elongation_reg=steer.elongation_reg,
+                                      elongation_power=steer.elongation_power, energy_power=steer.energy_power,
+                                      energy_reg=steer.energy_reg)
+            x_model = steering_inputs(x_all, sigmas)
+            last = round_ == steer.rounds - 1
+            fitted = fit_gp(x_model[obs_idx], y_obs, cfg.model, cfg.train, has_time=False, device=device,
+                            dtype=dtype, seed=cfg.seed, on_eval=eval_callback(x_model) if last else None, log=ctx.log)
+            if not last:
+                pilot = scaler.inverse(fitted.predict(x_model, batch=cfg.eval.predict_batch)[0]).reshape(pilot.shape)
+                ctx.log(f"gp: steering round {round_ + 1}/{steer.rounds} done")
+        fitted.fit_seconds = time.perf_counter() - start
+        return fitted, x_model
+
     def run(self, config: Mapping[str, Any], ctx: RunContext) -> RunResult:
         cfg = self.parse_config(config)
         seed_everything(cfg.seed)
@@ -110,19 +146,21 @@ class GpLearner(Learner):
             rng.choice(held_idx, size=cfg.train.report_points, replace=False))
         history: list[dict[str, float]] = []
 
-        def on_eval(step: int, fitted: FittedGP) -> None:
-            if len(report_idx) == 0:
-                return
-            mean, _ = fitted.predict(x_all[report_idx], batch=cfg.eval.predict_batch)
-            rmse = float(np.sqrt(np.mean((scaler.inverse(mean) - flat_vals[report_idx]) ** 2)))
-            history.append({"iteration": step + 1, "rmse": rmse, "loss": fitted.losses[-1]})
-            ctx.report(step, {"rmse": rmse})
+        def eval_callback(x_model: np.ndarray) -> Callable[[int, FittedGP], None]:
+            """The training callback for model inputs ``x_model`` (they differ from ``x_all`` for a steering GP)."""
+            def on_eval(step: int, fitted: FittedGP) -> None:
+                if len(report_idx) == 0:
+                    return
+                mean, _ = fitted.predict(x_model[report_idx], batch=cfg.eval.predict_batch)
+                rmse = float(np.sqrt(np.mean((scaler.inverse(mean) - flat_vals[report_idx]) ** 2)))
+                history.append({"iteration": step + 1, "rmse": rmse, "loss": fitted.losses[-1]})
+                ctx.report(step, {"rmse": rmse})
+            return on_eval
 
-        fitted = fit_gp(x_all[obs_idx], scaler.transform(flat_vals[obs_idx]), cfg.model, cfg.train,
-                        has_time=fld.has_time, device=device, dtype=dtype, seed=cfg.seed, on_eval=on_eval, log=ctx.log)
+        fitted, x_model = self._fit(cfg, fld, observed, x_all, obs_idx, scaler, device, dtype, eval_callback, ctx)
         start = time.perf_counter()
         valid_idx = np.flatnonzero(fld.valid.ravel())
-        mean_n, var_n = fitted.predict(x_all[valid_idx], batch=cfg.eval.predict_batch)
+        mean_n, var_n = fitted.predict(x_model[valid_idx], batch=cfg.eval.predict_batch)
         predict_seconds = time.perf_counter() - start
         mean = np.full(flat_vals.shape, np.nan)
         var = np.full(flat_vals.shape, np.nan)

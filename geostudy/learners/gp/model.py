@@ -16,6 +16,7 @@ from gpytorch.constraints import GreaterThan
 from geostudy.errors import ConfigError
 from geostudy.learners.gp.config import ModelConfig, TrainConfig
 from geostudy.learners.gp.kernels import build_kernel, init_spectral_mixtures
+from geostudy.learners.gp.steering import SteeringKernel
 from geostudy.nn.training import check_finite
 
 # Exact GPs here are always solved by Cholesky: GPyTorch's default switches to CG above 800 points,
@@ -81,7 +82,8 @@ def choose_inference(n: int, cfg: ModelConfig) -> str:
 def _kernel(cfg: ModelConfig, has_time: bool) -> gpytorch.kernels.ScaleKernel:
     return build_kernel(cfg.space_kernel, cfg.time_kernel if has_time else None, combine=cfg.combine, ard=cfg.ard,
                         num_mixtures=cfg.num_mixtures, space_lengthscale=cfg.space_lengthscale,
-                        time_lengthscale=cfg.time_lengthscale, min_lengthscale=cfg.min_lengthscale)
+                        time_lengthscale=cfg.time_lengthscale, min_lengthscale=cfg.min_lengthscale,
+                        nonstationary=cfg.nonstationary)
 
 
 def _likelihood(cfg: ModelConfig) -> gpytorch.likelihoods.GaussianLikelihood:
@@ -100,7 +102,10 @@ def _init_from_data(kernel: gpytorch.kernels.ScaleKernel, lik: gpytorch.likeliho
             continue
         if isinstance(module, gpytorch.kernels.SpectralMixtureKernel):
             continue
-        dims = module.active_dims if module.active_dims is not None else torch.arange(x.shape[1])
+        if module.active_dims is not None:
+            dims = module.active_dims
+        else:  # a steering kernel's inputs carry covariance columns after the coordinates
+            dims = torch.arange(2 if isinstance(module, SteeringKernel) else x.shape[1])
         pts = sub[:, dims]
         dist = torch.cdist(pts, pts)
         med = float(dist[dist > 0].median()) if bool((dist > 0).any()) else 1.0
@@ -222,6 +227,9 @@ def fit_gp(
     if inference == "svgp" and train_cfg.optim == "lbfgs":
         raise ConfigError(f"'lbfgs' needs exact inference, but {n} stations resolve to 'svgp'; use adam or "
                           "model.inference: exact", key="train.optim")
+    if inference == "svgp" and model_cfg.nonstationary == "steering":
+        raise ConfigError(f"nonstationary 'steering' needs exact inference, but {n} stations resolve to 'svgp'; raise "
+                          "model.exact_max_n or use model.inference: exact", key="model.nonstationary")
     if inference == "svgp" and model_cfg.local.enabled:
         raise ConfigError(f"local prediction needs exact inference, but {n} stations resolve to 'svgp'",
                           key="model.local.enabled")
