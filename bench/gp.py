@@ -30,6 +30,12 @@ from geostudy.learners.gp.model import fit_gp
 # chelsea) and a validation split of the camera's observed pixels (a second round from the GP's own mean
 # did not help there). Stationary kernels (matern12/32/52, rq (ARD), spectral mixture, moving-window
 # and per-tile kriging) all stayed within 2% of biharmonic.
+# Guided ("joint bilateral") products, steering x RBF on a pilot's intensity or on a PCA-reduced 3x3
+# pilot patch (out-of-fold pilot at the stations, lengthscales by marginal likelihood), were worse on
+# those images (steering alone: astronaut 0.920x, coins 0.938x biharmonic; guided: 0.93-1.03x and
+# 0.95-1.05x), also with a GP-mean pilot or a (1 + w k_value) mixture; only a fixed, weak guide on a
+# GP-mean pilot gained (astronaut 0.918x) and it lost on coins (0.966x). The pilot is blurred exactly
+# at the edges, so it cannot tell the GP which side of an edge a missing pixel is on.
 INPAINT_SET = {
     "device": "auto",
     "data.source": "image",
