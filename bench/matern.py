@@ -42,11 +42,12 @@ def bench_config(quick: bool) -> MaternConfig:
                  "simulation": "on_the_fly", "train_size": 128 if quick else 1024, "val_size": 128},
         "prior": {"range": {"dist": "uniform", "low": 0.05, "high": 0.35},
                   "variance": {"dist": "fixed", "value": 1.0}, "nugget": {"dist": "fixed", "value": 0.0}},
-        "graph": {"kind": "knn", "k": 8, "edge_weight": "learned"},
-        "model": {"backend": "pyg", "arch": "gcn", "hidden": 64, "depth": 0, "n_basis": 12, "readout": "mean",
-                  "variogram_skip": True, "deepsets_hidden": 64, "quantiles": True},
+        "graph": {"kind": "knn", "k": 12, "edge_weight": "learned"},
+        "model": {"backend": "pyg", "arch": "gcn", "hidden": 64, "depth": 0, "n_basis": 4, "readout": "mean",
+                  "variogram_skip": True, "local_fit": True, "deepsets_hidden": 64, "quantiles": True},
         "optim": {"name": "adam", "lr": 0.002},
-        "train": {"epochs": 1000, "batch_size": 32, "max_seconds": 120 if quick else 2400},
+        "train": {"epochs": 1000, "batch_size": 64, "max_seconds": 120 if quick else 2400,
+                  "point_loss": "natural", "warmup_steps": 50},
         "eval": {"mle_bounds": "prior"},
     })
 

@@ -79,6 +79,7 @@ class ModelConfig:
     n_basis: int = 12
     readout: Literal["mean", "sum", "attention"] = "mean"
     variogram_skip: bool = True
+    local_fit: bool = True
     deepsets_hidden: int = 64
     dropout: float = 0.0
     quantiles: bool = True
@@ -104,6 +105,8 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 64
     quantile_weight: float = 0.5
+    point_loss: Literal["log", "natural"] = "log"
+    warmup_steps: int = 0
     lr_decay: bool = True
     max_seconds: float | None = None
 
@@ -111,6 +114,7 @@ class TrainConfig:
         check_range(self.epochs, f"{prefix}epochs", file=file, low=1)
         check_range(self.batch_size, f"{prefix}batch_size", file=file, low=1)
         check_range(self.quantile_weight, f"{prefix}quantile_weight", file=file, low=0)
+        check_range(self.warmup_steps, f"{prefix}warmup_steps", file=file, low=0)
 
 
 @dataclass
