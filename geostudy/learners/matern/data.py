@@ -36,7 +36,8 @@ def build_graphs(
 ) -> list[FieldGraph]:
     """The graphs of several fields; spatial kNN graphs of fields with more than ``k`` nodes in one query."""
     if times is None and gcfg.kind == "knn" and coords and min(len(c) for c in coords) > gcfg.k:
-        neighbors, dists = knn_neighbors(coords, gcfg.k)
+        # As many query threads as torch uses (one where the caller limits torch to one on a busy CPU).
+        neighbors, dists = knn_neighbors(coords, gcfg.k, workers=torch.get_num_threads())
         return [_knn_graph(nb, d) for nb, d in zip(neighbors, dists)]
     return [build_graph(c, gcfg, None if times is None else times[i]) for i, c in enumerate(coords)]
 
