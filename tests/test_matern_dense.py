@@ -111,3 +111,28 @@ def test_natural_point_loss_is_the_squared_error_in_parameter_units():
     assert float(loss) == pytest.approx(((0.02**2 + 0.05**2) / 2) / 0.2**2, rel=1e-5)
     log_loss = estimator_loss(point, None, target, center, half, level=0.9, quantile_weight=0.0)
     assert float(log_loss) == pytest.approx(float(((point - target) ** 2).mean()), rel=1e-6)
+
+
+def test_on_the_fly_sets_serve_reuse_epochs_epochs(monkeypatch):
+    from pathlib import Path
+
+    import geostudy.learners.matern.train as train_mod
+    from geostudy.learners.base import RunContext
+
+    calls = []
+    real = train_mod.simulate
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "simulate", counting)
+    for reuse, expected in ((1, 5), (2, 3)):
+        calls.clear()
+        cfg = _cfg(data={"n": 20, "train_size": 8, "reuse_epochs": reuse}, graph={"k": 4},
+                   model={"hidden": 8, "deepsets_hidden": 8, "n_basis": 3, "depth": 0},
+                   train={"epochs": 5, "batch_size": 8, "warmup_steps": 2})
+        model = build_model(cfg)
+        history = train_mod.train(cfg, model, RunContext(workdir=Path(".")), lambda epoch: {},
+                                  rng=np.random.default_rng(0), device=torch.device("cpu"))
+        assert len(calls) == expected and len(history) == 5

@@ -25,6 +25,7 @@ class DataConfig:
     n_times: int = 6
     nu_time: float = 0.5
     simulation: Literal["on_the_fly", "fixed"] = "on_the_fly"
+    reuse_epochs: int = 1
     train_size: int = 4096
     val_size: int = 256
     test_size: int = 256
@@ -39,6 +40,7 @@ class DataConfig:
         if self.m_max < self.m_min:
             raise ConfigError(f"must be >= m_min ({self.m_min}), but got {self.m_max}", file=file, key=f"{prefix}m_max")
         check_range(self.n_times, f"{prefix}n_times", file=file, low=2)
+        check_range(self.reuse_epochs, f"{prefix}reuse_epochs", file=file, low=1)
         for name in ("train_size", "val_size", "test_size"):
             check_range(getattr(self, name), f"{prefix}{name}", file=file, low=1)
 

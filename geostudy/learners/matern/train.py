@@ -52,8 +52,9 @@ def train(
 ) -> list[dict[str, float]]:
     """Train ``model``; after each epoch call ``evaluate`` and report its metrics.
 
-    On the fly, every epoch simulates ``data.train_size`` fresh fields; ``fixed`` simulates that many
-    once and reuses them. Stops early once ``train.max_seconds`` have passed (after a whole epoch).
+    On the fly, every ``data.reuse_epochs`` epochs simulate ``data.train_size`` fresh fields (on a CPU a
+    field costs more to simulate than to train on, so a few passes over each set buy more steps);
+    ``fixed`` simulates that many once and reuses them. Stops early once ``train.max_seconds`` have passed (after a whole epoch).
     ``ctx.report`` may raise ``optuna.TrialPruned``; it is let through.
     """
     free = cfg.free_params()
@@ -65,14 +66,11 @@ def train(
     start = time.perf_counter()
     step = 0
     for epoch in range(epochs):
-        if cfg.data.simulation == "fixed":
-            if fixed_set is None:
-                fs = simulate(cfg, cfg.data.train_size, rng, device=device)
-                fixed_set = (fs, graphs_for(cfg, fs))
-            fields, graphs = fixed_set
-        else:
-            fields = simulate(cfg, cfg.data.train_size, rng, device=device)
-            graphs = graphs_for(cfg, fields)
+        fresh = cfg.data.simulation == "on_the_fly" and epoch % cfg.data.reuse_epochs == 0
+        if fixed_set is None or fresh:
+            fs = simulate(cfg, cfg.data.train_size, rng, device=device)
+            fixed_set = (fs, graphs_for(cfg, fs))
+        fields, graphs = fixed_set
         model.train()
         order = rng.permutation(len(fields))
         total, count = 0.0, 0
