@@ -57,6 +57,43 @@ def knn_edges(coords: np.ndarray, k: int, *, groups: np.ndarray | None = None) -
     return symmetrize(np.stack([src, dst]), n)
 
 
+def knn_neighbors(
+    coords: list[np.ndarray], k: int, *, workers: int = -1
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The ``k`` nearest other points of every point of several point sets, with one tree for all.
+
+    The sets are laid side by side, each shifted along the first axis by more than any set's extent, so
+    that one ``cKDTree`` query finds each point's neighbours inside its own set: per set,
+    neighbours never cross, since every set has more than ``k`` points (the nearest ``k`` others of a
+    point then lie within its set's extent, closer than any point of another set). ``workers``: query
+    threads (-1: all cores).
+
+    Returns:
+        Per set, ``(n_i, k)`` local neighbour indices, nearest first, and their ``(n_i, k)`` distances.
+    """
+    if k < 1:
+        raise ConfigError(f"k must be >= 1, but got {k}", key="graph.k")
+    sets = [_as_points(c) for c in coords]
+    if not sets:
+        return [], []
+    sizes = np.array([len(p) for p in sets])
+    if sizes.min() <= k:
+        raise ValueError(f"every point set needs more than k={k} points, but one has {sizes.min()}")
+    span = max(float(np.ptp(p, axis=0).max()) for p in sets)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    shifted = np.concatenate(sets)
+    shifted[:, 0] = shifted[:, 0] + np.repeat(np.arange(len(sets)) * (3.0 * span + 1.0), sizes)
+    dist, idx = cKDTree(shifted).query(shifted, k=k + 1, workers=workers)
+    # Drop each point itself (column 0, unless an exact duplicate came first; then wherever it is).
+    is_self = idx == np.arange(len(shifted))[:, None]
+    drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), k)
+    keep = np.arange(k + 1)[None, :] != drop[:, None]
+    nbr, nd = idx[keep].reshape(-1, k), dist[keep].reshape(-1, k)
+    local = nbr - np.repeat(starts, sizes)[:, None]
+    bounds = np.cumsum(sizes)[:-1]
+    return np.split(local, bounds), np.split(nd, bounds)
+
+
 def radius_edges(
     coords: np.ndarray, r: float, *, groups: np.ndarray | None = None, max_neighbors: int | None = None
 ) -> np.ndarray:

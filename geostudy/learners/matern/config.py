@@ -25,6 +25,7 @@ class DataConfig:
     n_times: int = 6
     nu_time: float = 0.5
     simulation: Literal["on_the_fly", "fixed"] = "on_the_fly"
+    reuse_epochs: int = 1
     train_size: int = 4096
     val_size: int = 256
     test_size: int = 256
@@ -39,6 +40,7 @@ class DataConfig:
         if self.m_max < self.m_min:
             raise ConfigError(f"must be >= m_min ({self.m_min}), but got {self.m_max}", file=file, key=f"{prefix}m_max")
         check_range(self.n_times, f"{prefix}n_times", file=file, low=2)
+        check_range(self.reuse_epochs, f"{prefix}reuse_epochs", file=file, low=1)
         for name in ("train_size", "val_size", "test_size"):
             check_range(getattr(self, name), f"{prefix}{name}", file=file, low=1)
 
@@ -79,6 +81,7 @@ class ModelConfig:
     n_basis: int = 12
     readout: Literal["mean", "sum", "attention"] = "mean"
     variogram_skip: bool = True
+    local_fit: bool = True
     deepsets_hidden: int = 64
     dropout: float = 0.0
     quantiles: bool = True
@@ -104,6 +107,8 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 64
     quantile_weight: float = 0.5
+    point_loss: Literal["log", "natural"] = "log"
+    warmup_steps: int = 0
     lr_decay: bool = True
     max_seconds: float | None = None
 
@@ -111,6 +116,7 @@ class TrainConfig:
         check_range(self.epochs, f"{prefix}epochs", file=file, low=1)
         check_range(self.batch_size, f"{prefix}batch_size", file=file, low=1)
         check_range(self.quantile_weight, f"{prefix}quantile_weight", file=file, low=0)
+        check_range(self.warmup_steps, f"{prefix}warmup_steps", file=file, low=0)
 
 
 @dataclass

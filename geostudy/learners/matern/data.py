@@ -1,7 +1,9 @@
 """From fields to batched graphs: one graph per replicate, edges built once per field.
 
 Nodes are locations with the observed value as their feature; edges are kNN or radius neighbours
-(``geostudy.nn.graphs``, cKDTree). For space-time fields, spatial edges link sites at the same time
+(``geostudy.nn.graphs``, cKDTree). A spatial kNN graph is directed: each node receives from its ``k``
+nearest neighbours, so every node has exactly ``k`` in-edges and the model can aggregate them as a
+dense ``(N, k)`` gather (the graphs of many fields come from one tree query). For space-time fields, spatial edges link sites at the same time
 and temporal edges link a site to itself at the next ``time_k`` time steps. Every edge carries its
 spatial length and time lag, from which the model makes its edge weights.
 """
@@ -15,21 +17,45 @@ import torch
 
 from geostudy.learners.matern.config import GraphConfig
 from geostudy.learners.matern.simulate import FieldSet
-from geostudy.nn.graphs import edge_lengths, knn_edges, radius_edges, symmetrize
+from geostudy.nn.graphs import edge_lengths, knn_edges, knn_neighbors, radius_edges, symmetrize
 
 
 @dataclass
 class FieldGraph:
-    """The edges of one field (shared by its replicates): ``edges`` (2, E) int64, ``attr`` (E, 2) float32
-    of (spatial length, time lag)."""
+    """The edges of one field (shared by its replicates): ``edges`` (2, E) int64 sorted by target, ``attr``
+    (E, 2) float32 of (spatial length, time lag); for a spatial kNN graph also ``neighbors`` (n, k), the
+    sources of node ``i``'s in-edges, nearest first (``edges`` lists them in that order)."""
 
     edges: np.ndarray
     attr: np.ndarray
+    neighbors: np.ndarray | None = None
+
+
+def build_graphs(
+    coords: list[np.ndarray], gcfg: GraphConfig, times: list[np.ndarray] | None = None
+) -> list[FieldGraph]:
+    """The graphs of several fields; spatial kNN graphs of fields with more than ``k`` nodes in one query."""
+    if times is None and gcfg.kind == "knn" and coords and min(len(c) for c in coords) > gcfg.k:
+        # As many query threads as torch uses (one where the caller limits torch to one on a busy CPU).
+        neighbors, dists = knn_neighbors(coords, gcfg.k, workers=torch.get_num_threads())
+        return [_knn_graph(nb, d) for nb, d in zip(neighbors, dists)]
+    return [build_graph(c, gcfg, None if times is None else times[i]) for i, c in enumerate(coords)]
+
+
+def _knn_graph(neighbors: np.ndarray, dists: np.ndarray) -> FieldGraph:
+    n, k = neighbors.shape
+    edges = np.stack([neighbors.reshape(-1), np.repeat(np.arange(n), k)]).astype(np.int64)
+    attr = np.zeros((n * k, 2), dtype=np.float32)
+    attr[:, 0] = dists.reshape(-1)
+    return FieldGraph(edges=edges, attr=attr, neighbors=neighbors.astype(np.int64))
 
 
 def build_graph(coords: np.ndarray, gcfg: GraphConfig, times: np.ndarray | None = None) -> FieldGraph:
     """Edges of one field's graph (see the module docstring)."""
     n = len(coords)
+    if times is None and gcfg.kind == "knn" and n > gcfg.k:
+        neighbors, dists = knn_neighbors([coords], gcfg.k)
+        return _knn_graph(neighbors[0], dists[0])
     if times is None:
         edges = _spatial(coords, gcfg, None)
     else:
@@ -46,7 +72,7 @@ def build_graph(coords: np.ndarray, gcfg: GraphConfig, times: np.ndarray | None 
 
 
 def _spatial(coords: np.ndarray, gcfg: GraphConfig, groups: np.ndarray | None) -> np.ndarray:
-    if gcfg.kind == "knn":
+    if gcfg.kind == "knn":  # tiny fields and space-time: symmetric kNN edges
         return knn_edges(coords, gcfg.k, groups=groups)
     return radius_edges(coords, gcfg.radius, groups=groups, max_neighbors=gcfg.max_neighbors)
 
@@ -73,6 +99,7 @@ class GraphBatch:
 
     Attributes:
         x: ``(N, 1)`` node values.
+        pos: ``(N, 2)`` node coordinates.
         edge_index: ``(2, E)`` source, target.
         edge_attr: ``(E, 2)`` spatial length, time lag.
         node_graph: ``(N,)`` replicate-graph id of each node.
@@ -81,9 +108,12 @@ class GraphBatch:
         edge_ptr, node_ptr, graph_ptr: CSR offsets: edges are sorted by target, nodes by graph and
             graphs by field, so the edges into node ``i`` are ``edge_ptr[i]:edge_ptr[i + 1]``, etc.
         target: ``(B, P)`` log-parameters of the free parameters, or None for observed data.
+        neighbors: ``(N, k)`` sources of each node's in-edges when every node has exactly ``k`` (spatial
+            kNN graphs); ``edge_index`` is then ``(neighbors.flatten(), repeat(arange(N), k))``.
     """
 
     x: torch.Tensor
+    pos: torch.Tensor
     edge_index: torch.Tensor
     edge_attr: torch.Tensor
     node_graph: torch.Tensor
@@ -93,6 +123,7 @@ class GraphBatch:
     node_ptr: torch.Tensor
     graph_ptr: torch.Tensor
     target: torch.Tensor | None = None
+    neighbors: torch.Tensor | None = None
 
     @property
     def num_graphs(self) -> int:
@@ -100,10 +131,11 @@ class GraphBatch:
 
     def to(self, device: torch.device | str) -> GraphBatch:
         return GraphBatch(
-            x=self.x.to(device), edge_index=self.edge_index.to(device), edge_attr=self.edge_attr.to(device),
+            x=self.x.to(device), pos=self.pos.to(device), edge_index=self.edge_index.to(device), edge_attr=self.edge_attr.to(device),
             node_graph=self.node_graph.to(device), graph_field=self.graph_field.to(device),
             num_fields=self.num_fields, edge_ptr=self.edge_ptr.to(device), node_ptr=self.node_ptr.to(device),
             graph_ptr=self.graph_ptr.to(device), target=None if self.target is None else self.target.to(device),
+            neighbors=None if self.neighbors is None else self.neighbors.to(device),
         )
 
 
@@ -112,12 +144,20 @@ def collate(
 ) -> GraphBatch:
     """Stack the replicate graphs of fields ``idx`` (all by default) into one :class:`GraphBatch`."""
     order = np.arange(len(fields)) if idx is None else np.asarray(idx)
-    xs, edges, attrs, node_graph, graph_field = [], [], [], [], []
+    target = None
+    if free:
+        target = torch.tensor(np.stack([np.log(fields.params[p][order]) for p in free], axis=1), dtype=torch.float32)
+    sizes = {len(fields.coords[i]) for i in order}
+    ks = {None if (nb := graphs[i].neighbors) is None else nb.shape[1] for i in order}
+    if len(sizes) == 1 and len(ks) == 1 and None not in ks:
+        return _collate_knn(fields, graphs, order, target)
+    xs, pos, edges, attrs, node_graph, graph_field = [], [], [], [], [], []
     offset, gid = 0, 0
     for b, i in enumerate(order):
         vals, g = fields.values[i], graphs[i]
         m, n = vals.shape
         xs.append(vals.reshape(-1))
+        pos.append(np.tile(fields.coords[i], (m, 1)))
         shifts = offset + n * np.arange(m)
         edges.append((g.edges[:, None, :] + shifts[None, :, None]).reshape(2, -1))
         attrs.append(np.tile(g.attr, (m, 1)))
@@ -128,11 +168,9 @@ def collate(
     edge_index = np.concatenate(edges, axis=1)
     node_graph_arr = np.concatenate(node_graph)
     graph_field_arr = np.concatenate(graph_field)
-    target = None
-    if free:
-        target = torch.tensor(np.stack([np.log(fields.params[p][order]) for p in free], axis=1), dtype=torch.float32)
     return GraphBatch(
         x=torch.from_numpy(np.concatenate(xs).astype(np.float32))[:, None],
+        pos=torch.from_numpy(np.concatenate(pos).astype(np.float32)),
         edge_index=torch.from_numpy(edge_index),
         edge_attr=torch.from_numpy(np.concatenate(attrs, axis=0)),
         node_graph=torch.from_numpy(node_graph_arr),
@@ -142,6 +180,36 @@ def collate(
         node_ptr=_ptr(node_graph_arr, gid),
         graph_ptr=_ptr(graph_field_arr, len(order)),
         target=target,
+    )
+
+
+def _collate_knn(fields: FieldSet, graphs: list[FieldGraph], order: np.ndarray, target: torch.Tensor | None) -> GraphBatch:
+    """:func:`collate` for fields of one size ``n`` with kNN graphs of one ``k``: whole-array operations."""
+    reps = np.array([fields.values[i].shape[0] for i in order])
+    graph_field = np.repeat(np.arange(len(order)), reps)
+    n = len(fields.coords[order[0]])
+    g = len(graph_field)
+    neighbors0 = np.stack([graphs[i].neighbors for i in order])  # (B, n, k)
+    k = neighbors0.shape[2]
+    attr0 = np.stack([graphs[i].attr for i in order])  # (B, n * k, 2)
+    neighbors = neighbors0[graph_field] + (n * np.arange(g))[:, None, None]
+    values = np.concatenate([fields.values[i] for i in order])  # (G, n), graphs of a field in a row
+    coords = np.stack([fields.coords[i] for i in order])
+    nodes = g * n
+    nb = torch.from_numpy(neighbors.reshape(nodes, k))
+    return GraphBatch(
+        x=torch.from_numpy(values.reshape(-1, 1).astype(np.float32)),
+        pos=torch.from_numpy(coords[graph_field].reshape(nodes, 2).astype(np.float32)),
+        edge_index=torch.stack([nb.reshape(-1), torch.arange(nodes).repeat_interleave(k)]),
+        edge_attr=torch.from_numpy(attr0[graph_field].reshape(nodes * k, 2)),
+        node_graph=torch.arange(g).repeat_interleave(n),
+        graph_field=torch.from_numpy(graph_field),
+        num_fields=len(order),
+        edge_ptr=torch.arange(nodes + 1) * k,
+        node_ptr=torch.arange(g + 1) * n,
+        graph_ptr=torch.from_numpy(np.concatenate([[0], np.cumsum(reps)])),
+        target=target,
+        neighbors=nb,
     )
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from geostudy.learners.matern.config import MaternConfig
-from geostudy.learners.matern.data import FieldGraph, build_graph, collate
+from geostudy.learners.matern.data import FieldGraph, build_graphs, collate
 from geostudy.learners.matern.mle import fit_mle
 from geostudy.learners.matern.model import MaternEstimator
 from geostudy.learners.matern.priors import LOG_NAMES
@@ -39,9 +39,8 @@ def predict(
     """Estimate every field; builds the graphs when not given (and counts that time)."""
     model.eval()
     t0 = time.perf_counter()
-    times = fields.times
     if graphs is None:
-        graphs = [build_graph(c, cfg.graph, None if times is None else times[i]) for i, c in enumerate(fields.coords)]
+        graphs = build_graphs(fields.coords, cfg.graph, fields.times)
     points, intervals = [], []
     for start in range(0, len(fields), batch_size):
         idx = np.arange(start, min(start + batch_size, len(fields)))

@@ -11,7 +11,7 @@ import torch
 
 from geostudy.learners.base import RunContext
 from geostudy.learners.matern.config import MaternConfig
-from geostudy.learners.matern.data import FieldGraph, build_graph, collate
+from geostudy.learners.matern.data import FieldGraph, build_graphs, collate
 from geostudy.learners.matern.model import MaternEstimator, estimator_loss
 from geostudy.learners.matern.simulate import FieldSet, simulate
 from geostudy.nn.training import check_finite, make_optimizer
@@ -38,8 +38,7 @@ def build_model(cfg: MaternConfig) -> MaternEstimator:
 
 
 def graphs_for(cfg: MaternConfig, fields: FieldSet) -> list[FieldGraph]:
-    times = fields.times
-    return [build_graph(c, cfg.graph, None if times is None else times[i]) for i, c in enumerate(fields.coords)]
+    return build_graphs(fields.coords, cfg.graph, fields.times)
 
 
 def train(
@@ -53,8 +52,9 @@ def train(
 ) -> list[dict[str, float]]:
     """Train ``model``; after each epoch call ``evaluate`` and report its metrics.
 
-    On the fly, every epoch simulates ``data.train_size`` fresh fields; ``fixed`` simulates that many
-    once and reuses them. Stops early once ``train.max_seconds`` have passed (after a whole epoch).
+    On the fly, every ``data.reuse_epochs`` epochs simulate ``data.train_size`` fresh fields (on a CPU a
+    field costs more to simulate than to train on, so a few passes over each set buy more steps);
+    ``fixed`` simulates that many once and reuses them. Stops early once ``train.max_seconds`` have passed (after a whole epoch).
     ``ctx.report`` may raise ``optuna.TrialPruned``; it is let through.
     """
     free = cfg.free_params()
@@ -66,33 +66,34 @@ def train(
     start = time.perf_counter()
     step = 0
     for epoch in range(epochs):
-        if cfg.data.simulation == "fixed":
-            if fixed_set is None:
-                fs = simulate(cfg, cfg.data.train_size, rng, device=device)
-                fixed_set = (fs, graphs_for(cfg, fs))
-            fields, graphs = fixed_set
-        else:
-            fields = simulate(cfg, cfg.data.train_size, rng, device=device)
-            graphs = graphs_for(cfg, fields)
+        fresh = cfg.data.simulation == "on_the_fly" and epoch % cfg.data.reuse_epochs == 0
+        if fixed_set is None or fresh:
+            fs = simulate(cfg, cfg.data.train_size, rng, device=device)
+            fixed_set = (fs, graphs_for(cfg, fs))
+        fields, graphs = fixed_set
         model.train()
         order = rng.permutation(len(fields))
         total, count = 0.0, 0
         for b in range(0, len(order), cfg.train.batch_size):
+            lr = cfg.optim.lr
             if cfg.train.lr_decay:
                 # Cosine decay over the epochs, or over the time budget when that ends first.
                 frac = (epoch + b / len(order)) / epochs
                 if budget:
                     frac = max(frac, (time.perf_counter() - start) / budget)
-                for group in opt.param_groups:
-                    group["lr"] = cfg.optim.lr * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+                lr *= 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+            if step < cfg.train.warmup_steps:  # linear warm-up: early steps at the full rate can derail Adam
+                lr *= (step + 1) / cfg.train.warmup_steps
+            for group in opt.param_groups:
+                group["lr"] = lr
             idx = order[b: b + cfg.train.batch_size]
             batch = collate(fields, graphs, free, idx).to(device)
             target = batch.target
             if target is None:
                 raise ValueError("training fields must carry their parameters")
             point, interval = model(batch)
-            loss = estimator_loss(point, interval, target, model.half_width, level=cfg.eval.level,
-                                  quantile_weight=cfg.train.quantile_weight)
+            loss = estimator_loss(point, interval, target, model.center, model.half_width, level=cfg.eval.level,
+                                  quantile_weight=cfg.train.quantile_weight, point_loss=cfg.train.point_loss)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
