@@ -14,7 +14,8 @@ n_startup_trials=10, n_ei_candidates=24``), and the run checks that the samplers
 from the trials' completion timestamps in their storage: the median gap between consecutive
 completions over the last 100 trials (the last tenth, at least 5) divided by that over the first
 100 (1.0: flat). Medians, not means, because this machine is shared: one hiccup of another process
-(a few ms, or a SQLite checkpoint's fsync) would otherwise decide the ratio. Random's goal is
+(a few ms, or a SQLite checkpoint's fsync) would otherwise decide the ratio; for the same reason ours
+and raw in-memory run ``REPEATS`` times and report the medians of time and growth. Random's goal is
 <= 1.2 (the storage must not slow down as the study grows); TPE's own sampling grows with the
 trial count, so its baseline is raw in-memory TPE's growth and ours should not exceed it by much.
 """
@@ -27,6 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -37,6 +39,9 @@ from geostudy.learners.toy import branin
 from geostudy.study.spec import parse_study
 
 ROOT = Path(__file__).resolve().parents[1]
+# Ours and raw in-memory run this many times each (medians reported); raw SQLite, slow and dominated by
+# the disk rather than by other processes' CPU use, runs once.
+REPEATS = 3
 
 
 SAMPLER_ARGS: dict = {"seed": 0}
@@ -100,6 +105,12 @@ def _ours(sampler: str, n: int, folder: Path, name: str | None = None) -> tuple[
     return seconds, growth(stored.get_trials(deepcopy=False))
 
 
+def _median_of(measure: Callable[[int], tuple[float, float]]) -> tuple[float, float]:
+    """Median seconds per trial and median growth over ``REPEATS`` runs (this CPU is shared)."""
+    runs = [measure(i) for i in range(REPEATS)]
+    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+
+
 def run(quick: bool) -> list[dict]:
     n = 100 if quick else 1000
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -109,9 +120,9 @@ def run(quick: bool) -> list[dict]:
         for sampler in ("random", "tpe"):
             print(f"engine: {sampler}, {n} trials each: ours ...", file=sys.stderr, flush=True)
             _ours(sampler, 3, folder, name=f"warmup_{sampler}")
-            ours, ours_growth = _ours(sampler, n, folder)
+            ours, ours_growth = _median_of(lambda i, s=sampler: _ours(s, n, folder, name=f"bench_{s}_{i}"))
             print(f"engine: {sampler}: raw in-memory, raw SQLite ...", file=sys.stderr, flush=True)
-            memory, memory_growth = _raw(sampler, n, None)
+            memory, memory_growth = _median_of(lambda i, s=sampler: _raw(s, n, None))
             sqlite, sqlite_growth = _raw(sampler, n, f"sqlite:///{folder / f'raw_{sampler}.db'}")
             ms = 1000.0
             rows.append({"work": f"overhead_{sampler}", "unit": "ms/trial", "ours": ours * ms, "baseline": memory * ms,
