@@ -7,6 +7,7 @@ the dashboard shows it on the trial's page. :class:`NoteWriter` writes it from a
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -227,11 +228,24 @@ class StaleTrialNote:
         self.note = NoteWriter(spec)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        set_attr = getattr(study._storage, "set_finished_trial_user_attr", None)
         try:
-            if set_attr is not None and "fail_reason" not in trial.user_attrs:
-                set_attr(trial._trial_id, "fail_reason", STALE_REASON)
-                trial.user_attrs["fail_reason"] = STALE_REASON  # our own copy (Optuna deep-copied it)
+            trial = with_fail_reason(study, trial, STALE_REASON)
         except Exception as err:  # noqa: BLE001 - the study goes on without the reason
             _log.warning("could not store why trial %d failed: %s: %s", trial.number, type(err).__name__, err)
         self.note(study, trial)
+
+
+def with_fail_reason(study: optuna.Study, trial: FrozenTrial, reason: str) -> FrozenTrial:
+    """``trial`` with ``fail_reason`` stored, unless it already has one.
+
+    Optuna refuses user attributes on a finished trial, so this writes through geostudy's storage
+    (other storages: nothing is stored). Returns a copy that carries the reason: the trial may be
+    shared with the storage's readers, or belong to another worker and not yet be refreshed here.
+    """
+    set_attr = getattr(study._storage, "set_finished_trial_user_attr", None)
+    if set_attr is None or "fail_reason" in trial.user_attrs:
+        return trial
+    set_attr(trial._trial_id, "fail_reason", reason)
+    fresh = copy.copy(trial)
+    fresh.user_attrs = {**trial.user_attrs, "fail_reason": reason}
+    return fresh

@@ -7,7 +7,6 @@ import sys
 import time
 import zlib
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -20,7 +19,7 @@ from geostudy.study.artifacts import artifact_dir
 from geostudy.study.export import FINISHED
 from geostudy.study.objective import INTERRUPTED, Objective
 from geostudy.study.spec import StudySpec
-from geostudy.study.storage import open_storage, redact
+from geostudy.study.storage import TrialCallbacks, open_storage, redact
 
 # A study whose trials all fail would otherwise loop forever; this many failures in a row stop it.
 MAX_CONSECUTIVE_FAILURES = 10
@@ -224,17 +223,6 @@ class SlotLock:
             self._pg_conn = None
 
 
-class _Chain:
-    """Several trial-end callbacks behind one."""
-
-    def __init__(self, callbacks: list[Callable[[optuna.Study, FrozenTrial], None]]) -> None:
-        self.callbacks = callbacks
-
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        for callback in self.callbacks:
-            callback(study, trial)
-
-
 def optimize(plan: StudyPlan, study: optuna.Study, *, progress: bool = True, catch: bool = True) -> FailureGuard:
     """Run trials until the study holds ``plan.n_trials`` finished (complete or pruned) trials.
 
@@ -251,7 +239,7 @@ def optimize(plan: StudyPlan, study: optuna.Study, *, progress: bool = True, cat
     # Called here after each study.optimize, not as Optuna callbacks: Optuna deep-copies the finished
     # trial for each callback, and the note (deferred by the storage) then rides along with the next
     # trial's creation instead of a commit of its own when study.optimize returns.
-    after_trial = _Chain([guard, NoteWriter(plan.spec), bar])
+    after_trial = TrialCallbacks([guard, NoteWriter(plan.spec), bar])
     lock = SlotLock(plan.storage_url, plan.spec.name)
     objective = Objective(plan.spec, plan.artifacts, on_start=lock.release)
     deadline = None if plan.timeout is None else time.monotonic() + plan.timeout
@@ -286,19 +274,18 @@ def optimize(plan: StudyPlan, study: optuna.Study, *, progress: bool = True, cat
     return guard
 
 
-def _note_interrupted(study: optuna.Study, trial_id: int | None, after_trial: _Chain) -> None:
+def _note_interrupted(study: optuna.Study, trial_id: int | None, after_trial: TrialCallbacks) -> None:
     """Ctrl-C: Optuna marked the running trial FAIL; give it its reason and its note (no callback runs)."""
+    from geostudy.study.notes import with_fail_reason
+
     if trial_id is None:
         return
     try:
         trial = study._storage.get_trial(trial_id)
         if trial.state != TrialState.FAIL:
             return
-        if "fail_reason" not in trial.user_attrs:  # interrupted before the objective could say so
-            set_finished_user_attr = getattr(study._storage, "set_finished_trial_user_attr", None)
-            if set_finished_user_attr is not None:
-                set_finished_user_attr(trial_id, "fail_reason", f"{INTERRUPTED}; the study can be resumed")
-                trial = study._storage.get_trial(trial_id)
+        # The objective stores the reason itself unless the interrupt came before it could.
+        trial = with_fail_reason(study, trial, f"{INTERRUPTED}; the study can be resumed")
         for callback in after_trial.callbacks:
             if not isinstance(callback, FailureGuard):
                 callback(study, trial)

@@ -95,7 +95,8 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
     if heartbeat_interval is not None:
         callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retry_stale)
         if on_stale is not None:
-            callback = _Then(callback, on_stale)
+            # The retry first, so the re-run trial does not inherit what on_stale stores on the failed one.
+            callback = TrialCallbacks([callback, on_stale])
     try:
         return FastStorage.open(
             url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
@@ -111,14 +112,13 @@ def _sqlite_listener(dbapi_connection: Any, record: Any) -> None:
         _tune_sqlite(dbapi_connection, record)
 
 
-class _Then:
-    """Two stale-trial callbacks, one after the other: the retry first, so the re-run trial does not
-    inherit what the second one stores on the failed trial."""
+class TrialCallbacks:
+    """Several trial callbacks behind one, called in order (Optuna's stale-trial hook takes one; the
+    runner's trial-end callbacks are another such list)."""
 
-    def __init__(self, first: Callable[[optuna.Study, FrozenTrial], None],
-                 then: Callable[[optuna.Study, FrozenTrial], None]) -> None:
-        self.first, self.then = first, then
+    def __init__(self, callbacks: list[Callable[[optuna.Study, FrozenTrial], None]]) -> None:
+        self.callbacks = callbacks
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self.first(study, trial)
-        self.then(study, trial)
+        for callback in self.callbacks:
+            callback(study, trial)
