@@ -57,10 +57,6 @@ class Prior:
             return v, v
         return math.log(self.low), math.log(self.high)
 
-    def log_center(self) -> float:
-        lo, hi = self.log_bounds()
-        return 0.5 * (lo + hi)
-
 
 # Every parameter the simulator knows, in this order; the estimator outputs the free ones.
 PARAM_NAMES = ("range", "time_range", "variance", "nugget")
