@@ -68,7 +68,8 @@ def _check_same_sampler(sampler: str, study_file: Path) -> None:
     raw = _make_sampler(sampler)
     differ = {k: (getattr(ours, k, None), getattr(raw, k, None)) for k in SAMPLER_SETTINGS
               if getattr(ours, k, None) != getattr(raw, k, None)}
-    if type(ours) is not type(raw) or differ:
+    # Ours may be a subclass that proposes the same (IncrementalTPESampler: tested equal to TPESampler).
+    if not isinstance(ours, type(raw)) or differ:
         raise RuntimeError(f"ours and the baseline use different samplers: {type(ours).__name__} vs "
                            f"{type(raw).__name__}, {differ}")
 

@@ -11,9 +11,10 @@ import optuna
 from geostudy.errors import ConfigError
 from geostudy.study.components import ComponentSpec, build
 from geostudy.study.space import SearchSpace
+from geostudy.study.tpe import IncrementalTPESampler
 
 SAMPLERS: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
-    "tpe": optuna.samplers.TPESampler,
+    "tpe": IncrementalTPESampler,  # Optuna's TPE, reading each finished trial once (see tpe.py)
     "random": optuna.samplers.RandomSampler,
     "cmaes": optuna.samplers.CmaEsSampler,
     "gp": optuna.samplers.GPSampler,
