@@ -5,7 +5,7 @@ the state, looks up constraints in the system attributes, fetches the parameters
 its internal representation, in Python. At 1000 trials that loop costs more than the Parzen estimators
 (profiled: about 40% of a proposal against 35%). A finished trial never changes, so
 :class:`IncrementalTPESampler` reads it once into a row of a few arrays (number, which group of the split
-it belongs to, its sort key, its observation vector); a proposal then sorts those arrays with numpy.
+it falls in, its sort key, its observation vector); a proposal then sorts those arrays with numpy.
 Running trials (constant liar) are read afresh every time, as their relative parameters appear while
 they run.
 
@@ -26,18 +26,18 @@ from optuna.samplers._tpe.sampler import _get_infeasible_trial_score, _get_prune
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-# A trial's group in the split, in the order Optuna fills "below": complete trials first, then pruned,
+# A trial's kind in the split (not to be confused with TPE's ``group`` option), in the order Optuna fills "below": complete trials first, then pruned,
 # then infeasible ones; running trials are always "above".
 COMPLETE, PRUNED, INFEASIBLE, RUNNING = range(4)
 
 
 class _Rows:
-    """Rows of trials as arrays: number, group, a two-part sort key (lower is better) and observation."""
+    """Rows of trials as arrays: number, kind, a two-part sort key (lower is better) and observation."""
 
     def __init__(self, n_params: int, rows: list[tuple] | None = None) -> None:
         rows = rows or []
         self.number = np.array([r[0] for r in rows], dtype=np.int64)
-        self.group = np.array([r[1] for r in rows], dtype=np.int64)
+        self.kind = np.array([r[1] for r in rows], dtype=np.int64)
         self.key = np.array([r[2] for r in rows], dtype=float).reshape(len(rows), 2)
         # NaN where a trial lacks one of the parameters (Optuna leaves such trials out of the estimators).
         self.observation = np.array([r[3] for r in rows], dtype=float).reshape(len(rows), n_params)
@@ -47,7 +47,7 @@ class _Rows:
 
     def extend(self, other: _Rows) -> _Rows:
         joined = _Rows(self.observation.shape[1])
-        for name in ("number", "group", "key", "observation"):
+        for name in ("number", "kind", "key", "observation"):
             setattr(joined, name, np.concatenate([getattr(self, name), getattr(other, name)]))
         return joined
 
@@ -99,7 +99,7 @@ class IncrementalTPESampler(optuna.samplers.TPESampler):
         rows = self._read(study, trial.number, search_space)
         if self._gamma is None:
             self._gamma = default_gamma
-        below, above = _split(rows, self._gamma(int(np.count_nonzero(rows.group != RUNNING))))
+        below, above = _split(rows, self._gamma(int(np.count_nonzero(rows.kind != RUNNING))))
 
         mpe_below = self._parzen_estimator_cls(_observations(rows, below, search_space), search_space,
                                                self._parzen_estimator_parameters)
@@ -151,14 +151,14 @@ class IncrementalTPESampler(optuna.samplers.TPESampler):
 def _split(rows: _Rows, n_below: int) -> tuple[np.ndarray, np.ndarray]:
     """Optuna's single-objective split, as row indices: the best ``n_below`` finished rows, then the rest.
 
-    Within a group, ties keep the trials' order (Optuna's sort is stable over trials listed by number);
+    Within a kind, ties keep the trials' order (Optuna's sort is stable over trials listed by number);
     each half comes back ordered by trial number, as Optuna hands them to the Parzen estimators.
     """
-    ranked = np.lexsort((rows.number, rows.key[:, 1], rows.key[:, 0], rows.group))
+    ranked = np.lexsort((rows.number, rows.key[:, 1], rows.key[:, 0], rows.kind))
     take = np.zeros(len(rows), dtype=bool)
-    for group in (COMPLETE, PRUNED, INFEASIBLE):
-        in_group = ranked[rows.group[ranked] == group]
-        chosen = in_group[:max(0, n_below)]
+    for kind in (COMPLETE, PRUNED, INFEASIBLE):
+        of_kind = ranked[rows.kind[ranked] == kind]
+        chosen = of_kind[:max(0, n_below)]
         take[chosen] = True
         n_below -= len(chosen)
     by_number = np.argsort(rows.number, kind="stable")
