@@ -4,7 +4,7 @@ Optuna's ``TPESampler`` re-reads the whole history on every proposal: for each o
 the state, looks up constraints in the system attributes, fetches the parameters and converts each to
 its internal representation, in Python. At 1000 trials that loop costs more than the Parzen estimators
 (profiled: about 40% of a proposal against 35%). A finished trial never changes, so
-:class:`IncrementalTPESampler` reads it once into a row of a few arrays (number, which group of the split
+:class:`IncrementalTPESampler` reads it once into a row of a few arrays (number, which kind of the split
 it falls in, its sort key, its observation vector); a proposal then sorts those arrays with numpy.
 Running trials (constant liar) are read afresh every time, as their relative parameters appear while
 they run.
@@ -26,8 +26,8 @@ from optuna.samplers._tpe.sampler import _get_infeasible_trial_score, _get_prune
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-# A trial's kind in the split (not to be confused with TPE's ``group`` option), in the order Optuna fills "below": complete trials first, then pruned,
-# then infeasible ones; running trials are always "above".
+# A trial's kind in the split (not TPE's ``group`` option), in the order Optuna fills "below": complete
+# trials first, then pruned, then infeasible ones; running trials are always "above".
 COMPLETE, PRUNED, INFEASIBLE, RUNNING = range(4)
 
 
