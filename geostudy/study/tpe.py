@@ -3,7 +3,7 @@
 Optuna's ``TPESampler`` re-reads the whole history on every proposal: for each of the n trials it checks
 the state, looks up constraints in the system attributes, fetches the parameters and converts each to
 its internal representation, in Python. At 1000 trials that loop costs more than the Parzen estimators
-(profiled: about 40% of a proposal against 35%). A finished trial never changes, so
+(profiled: about half of a proposal, against a third). A finished trial never changes, so
 :class:`IncrementalTPESampler` reads it once into a row of a few arrays (number, which kind of the split
 it falls in, its sort key, its observation vector); a proposal then sorts those arrays with numpy.
 Running trials (constant liar) are read afresh every time, as their relative parameters appear while
