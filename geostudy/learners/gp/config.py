@@ -97,7 +97,9 @@ class SteeringConfig:
 
     Each pixel's kernel covariance comes from the structure tensor of a pilot reconstruction
     (biharmonic inpainting of the stations, then the previous round's GP mean); see
-    :mod:`geostudy.learners.gp.steering` for the formulas.
+    :mod:`geostudy.learners.gp.steering` for the formulas. With ``choose_rounds`` the reconstruction
+    is the round (of 1..``rounds``) with the lowest out-of-fold error on the stations
+    (:mod:`geostudy.learners.gp.rounds`, ``train.folds`` folds).
     """
 
     rounds: int = 1
@@ -106,6 +108,7 @@ class SteeringConfig:
     elongation_power: float = 1.0
     energy_power: float = 0.5
     energy_reg: float = 0.01
+    choose_rounds: bool = False
 
     def validate(self, file: str | Path | None, prefix: str) -> None:
         check_range(self.rounds, f"{prefix}rounds", file=file, low=1, high=10)
