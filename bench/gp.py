@@ -48,6 +48,8 @@ from geostudy.learners.gp.model import fit_gp
 #   fold) picks 3, 3, 3, 2, 1: mean 0.916x against 0.934x for one round. On this row (rounds: 3) it
 #   measured 0.06915 (0.957x; apparently round 2, whose rmse that is), worse than one round (0.953x), so
 #   the bench keeps one round.
+#   Rounds 4/5 gain a little more where rounds help (astronaut 0.900/0.899, coffee 0.824/0.824,
+#   chelsea 0.927/0.926).
 INPAINT_SET = {
     "device": "auto",
     "data.source": "image",
