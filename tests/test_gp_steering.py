@@ -12,6 +12,9 @@ from gpytorch.kernels import MaternKernel, RBFKernel, RQKernel
 from geostudy.config import apply_overrides
 from geostudy.errors import ConfigError
 from geostudy.learners import RunContext, get_learner
+from geostudy.learners.gp.config import ModelConfig, TrainConfig
+from geostudy.learners.gp.model import fit_gp
+from geostudy.learners.gp.rounds import posterior_mean, round_errors
 from geostudy.learners.gp.steering import CORRELATIONS, SteeringKernel, steering_inputs, structure_sigmas
 
 STATIONARY = {"matern12": lambda: MaternKernel(nu=0.5), "matern32": lambda: MaternKernel(nu=1.5),
@@ -124,3 +127,63 @@ def test_steering_on_a_space_time_field_is_a_one_line_error(tmp_path):
     with pytest.raises(ConfigError, match="2-D fields") as err:
         get_learner("gp").run(cfg, RunContext(workdir=tmp_path))
     assert "\n" not in str(err.value)
+
+
+def test_posterior_mean_with_fixed_hyperparameters_equals_the_fitted_gps():
+    gen = np.random.default_rng(0)
+    coords = gen.random((60, 2))
+    sig = np.tile([[1.0, 0.2, 0.5]], (60, 1))
+    x = np.concatenate([coords, sig], 1)
+    y = np.sin(4 * coords[:, 0]) + coords[:, 1]
+    fitted = fit_gp(x[:40], (y[:40] - y[:40].mean()) / y[:40].std(), ModelConfig(space_kernel="matern12",
+                    nonstationary="steering", inference="exact"), TrainConfig(iterations=10, optim="lbfgs"),
+                    has_time=False, device=torch.device("cpu"), dtype=torch.float64)
+    want, _ = fitted.predict(x[40:])
+    got = posterior_mean(fitted, x[:40], (y[:40] - y[:40].mean()) / y[:40].std(), x[40:])
+    assert np.allclose(got, want, atol=1e-8)
+
+
+def test_round_errors_rebuild_every_pilot_without_the_held_fold():
+    img = np.where(np.add.outer(np.arange(16), -0.5 * np.arange(16)) > 3, 1.0, 0.0)
+    gen = np.random.default_rng(1)
+    obs_idx = np.sort(gen.choice(img.size, size=60, replace=False))
+    y_obs = (img.ravel()[obs_idx] - 0.5) * 2
+    coords = np.stack(np.meshgrid(np.arange(16), np.arange(16), indexing="ij"), -1).reshape(-1, 2) / 15.0
+
+    def inputs_of(pilot: np.ndarray) -> np.ndarray:
+        return steering_inputs(coords, structure_sigmas(pilot, smooth=1.5, elongation_reg=0.3, elongation_power=1.0,
+                                                        energy_power=0.5, energy_reg=0.01))
+
+    masks: list[np.ndarray] = []
+
+    def inpaint(mask: np.ndarray) -> np.ndarray:
+        masks.append(mask.ravel().copy())
+        from skimage.restoration import inpaint_biharmonic
+        return inpaint_biharmonic(np.where(mask, img, 0.0), ~mask)
+
+    full = inputs_of(inpaint(np.isin(np.arange(img.size), obs_idx).reshape(img.shape)))
+    masks.clear()
+    fitted = fit_gp(full[obs_idx], y_obs, ModelConfig(space_kernel="matern12", nonstationary="steering",
+                    inference="exact"), TrainConfig(iterations=10, optim="lbfgs"), has_time=False,
+                    device=torch.device("cpu"), dtype=torch.float64)
+    errors = round_errors([fitted, fitted], inputs_of, inpaint, img.shape, obs_idx, y_obs, folds=4, seed=0)
+    assert errors.shape == (2,) and np.all(np.isfinite(errors)) and np.all(errors > 0)
+    assert len(masks) == 4
+    # Every station is held out exactly once, and a fold's pilot never sees its held stations.
+    held_counts = np.zeros(img.size, int)
+    for mask in masks:
+        assert mask.sum() < len(obs_idx) and set(np.flatnonzero(mask)) <= set(obs_idx)
+        held_counts[obs_idx[~mask[obs_idx]]] += 1
+    assert np.all(held_counts[obs_idx] == 1)
+
+
+def test_chosen_round_is_one_of_the_rounds(tmp_path):
+    learner = get_learner("gp")
+    runs = {r: learner.run(edge_config(tmp_path, **{"model.nonstationary": "steering", "model.steering.rounds": r}),
+                           RunContext(workdir=tmp_path)).metrics["rmse"] for r in (1, 2)}
+    chosen = learner.run(edge_config(tmp_path, **{"model.nonstationary": "steering", "model.steering.rounds": 2,
+                                                   "model.steering.choose_rounds": True, "train.folds": 4}),
+                         RunContext(workdir=tmp_path))
+    picked = chosen.tables["steering_round"]
+    assert len(chosen.tables["steering_rounds_cv_rmse"]) == 2
+    assert chosen.metrics["rmse"] == pytest.approx(runs[picked], abs=1e-9), (picked, runs)

@@ -8,6 +8,7 @@ from typing import Literal
 
 from geostudy.config import check_range
 from geostudy.errors import ConfigError
+from geostudy.learners.gp.crossval import OBJECTIVES
 from geostudy.learners.gp.kernels import COMBINE_NAMES, check_kernel_name
 from geostudy.learners.gp.steering import CORRELATIONS
 
@@ -96,7 +97,9 @@ class SteeringConfig:
 
     Each pixel's kernel covariance comes from the structure tensor of a pilot reconstruction
     (biharmonic inpainting of the stations, then the previous round's GP mean); see
-    :mod:`geostudy.learners.gp.steering` for the formulas.
+    :mod:`geostudy.learners.gp.steering` for the formulas. With ``choose_rounds`` the reconstruction
+    is the round (of 1..``rounds``) with the lowest out-of-fold error on the stations
+    (:mod:`geostudy.learners.gp.rounds`, ``train.folds`` folds).
     """
 
     rounds: int = 1
@@ -105,6 +108,7 @@ class SteeringConfig:
     elongation_power: float = 1.0
     energy_power: float = 0.5
     energy_reg: float = 0.01
+    choose_rounds: bool = False
 
     def validate(self, file: str | Path | None, prefix: str) -> None:
         check_range(self.rounds, f"{prefix}rounds", file=file, low=1, high=10)
@@ -176,9 +180,15 @@ class TrainConfig:
     optim: Literal["adam", "lbfgs"] = "adam"
     hyper_subsample: int = 0
     refine_steps: int = 0
+    objective: str = "mll"
+    folds: int = 10
 
     def validate(self, file: str | Path | None, prefix: str) -> None:
         check_range(self.iterations, f"{prefix}iterations", file=file, low=1)
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"unknown objective {self.objective!r}; allowed: {', '.join(OBJECTIVES)}", file=file,
+                              key=f"{prefix}objective")
+        check_range(self.folds, f"{prefix}folds", file=file, low=2)
         check_range(self.hyper_subsample, f"{prefix}hyper_subsample", file=file, low=0)
         check_range(self.refine_steps, f"{prefix}refine_steps", file=file, low=0)
         check_range(self.lr, f"{prefix}lr", file=file, low=0, low_open=True)

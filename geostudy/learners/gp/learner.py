@@ -19,6 +19,7 @@ from geostudy.learners.gp import evaluate, plots
 from geostudy.learners.gp.config import GpConfig
 from geostudy.learners.gp.kernels import kernel_label
 from geostudy.learners.gp.model import FittedGP, fit_gp
+from geostudy.learners.gp.rounds import round_errors
 from geostudy.learners.gp.steering import steering_inputs, structure_sigmas
 from geostudy.nn.device import resolve_device
 from geostudy.nn.training import seed_everything
@@ -95,8 +96,8 @@ class GpLearner(Learner):
     def _fit(cfg: GpConfig, fld: gpdata.Field, x_all: np.ndarray, obs_idx: np.ndarray,
              scaler: gpdata.Scaler, device: torch.device, dtype: torch.dtype,
              eval_callback: Callable[[np.ndarray], Callable[[int, FittedGP], None]],
-             biharmonic_fill: Callable[[], np.ndarray], ctx: RunContext) -> tuple[FittedGP, np.ndarray]:
-        """Fit the GP; returns it and the model inputs of every grid point.
+             biharmonic_fill: Callable[[], np.ndarray], ctx: RunContext) -> tuple[FittedGP, np.ndarray, dict[str, Any]]:
+        """Fit the GP; returns it, the model inputs of every grid point and notes for the run's tables.
 
         A steering (nonstationary) GP is fitted in rounds: its per-pixel covariances come from a
         pilot image, biharmonic inpainting of the stations first, then the previous round's GP mean.
@@ -104,26 +105,44 @@ class GpLearner(Learner):
         y_obs = scaler.transform(fld.values.ravel()[obs_idx])
         if cfg.model.nonstationary != "steering":
             return fit_gp(x_all[obs_idx], y_obs, cfg.model, cfg.train, has_time=fld.has_time, device=device,
-                          dtype=dtype, seed=cfg.seed, on_eval=eval_callback(x_all), log=ctx.log), x_all
+                          dtype=dtype, seed=cfg.seed, on_eval=eval_callback(x_all), log=ctx.log), x_all, {}
         if fld.has_time:
             raise ConfigError("nonstationary 'steering' works on 2-D fields (image, (y, x) arrays), but this field "
                               "has a time axis", key="model.nonstationary")
         steer = cfg.model.steering
         start = time.perf_counter()
         pilot = biharmonic_fill()[0]
-        for round_ in range(steer.rounds):
-            sigmas = structure_sigmas(pilot, smooth=steer.smooth, elongation_reg=steer.elongation_reg,
+        shape = pilot.shape
+
+        def inputs_of(image: np.ndarray) -> np.ndarray:
+            sigmas = structure_sigmas(image, smooth=steer.smooth, elongation_reg=steer.elongation_reg,
                                       elongation_power=steer.elongation_power, energy_power=steer.energy_power,
                                       energy_reg=steer.energy_reg)
-            x_model = steering_inputs(x_all, sigmas)
+            return steering_inputs(x_all, sigmas)
+
+        fits: list[tuple[FittedGP, np.ndarray]] = []
+        notes: dict[str, Any] = {"steering_round": steer.rounds}
+        for round_ in range(steer.rounds):
+            x_model = inputs_of(pilot)
             last = round_ == steer.rounds - 1
             fitted = fit_gp(x_model[obs_idx], y_obs, cfg.model, cfg.train, has_time=False, device=device,
                             dtype=dtype, seed=cfg.seed, on_eval=eval_callback(x_model) if last else None, log=ctx.log)
+            fits.append((fitted, x_model))
             if not last:
-                pilot = scaler.inverse(fitted.predict(x_model, batch=cfg.eval.predict_batch)[0]).reshape(pilot.shape)
+                pilot = scaler.inverse(fitted.predict(x_model, batch=cfg.eval.predict_batch)[0]).reshape(shape)
                 ctx.log(f"gp: steering round {round_ + 1}/{steer.rounds} done")
+        if steer.choose_rounds and len(fits) > 1:
+            def inpaint(mask: np.ndarray) -> np.ndarray:
+                return evaluate.biharmonic(np.where(mask, fld.values[0], 0.0)[None], mask[None])[0]
+
+            errors = round_errors([f for f, _ in fits], inputs_of, inpaint, shape, obs_idx, y_obs,
+                                  folds=cfg.train.folds, seed=cfg.seed)
+            best = int(np.argmin(errors))
+            ctx.log(f"gp: steering rounds' out-of-fold rmse {np.round(errors, 5).tolist()}: using round {best + 1}")
+            fitted, x_model = fits[best]
+            notes = {"steering_round": best + 1, "steering_rounds_cv_rmse": [float(scaler.inverse_std(e)) for e in errors]}
         fitted.fit_seconds = time.perf_counter() - start
-        return fitted, x_model
+        return fitted, x_model, notes
 
     def run(self, config: Mapping[str, Any], ctx: RunContext) -> RunResult:
         cfg = self.parse_config(config)
@@ -165,8 +184,8 @@ class GpLearner(Learner):
             # The steering GP's first pilot and the biharmonic baseline are the same inpainting: run it once.
             return evaluate.biharmonic(filled, observed)
 
-        fitted, x_model = self._fit(cfg, fld, x_all, obs_idx, scaler, device, dtype, eval_callback,
-                                    biharmonic_fill, ctx)
+        fitted, x_model, notes = self._fit(cfg, fld, x_all, obs_idx, scaler, device, dtype, eval_callback,
+                                           biharmonic_fill, ctx)
         start = time.perf_counter()
         valid_idx = np.flatnonzero(fld.valid.ravel())
         mean_n, var_n = fitted.predict(x_model[valid_idx], batch=cfg.eval.predict_batch)
@@ -238,6 +257,7 @@ class GpLearner(Learner):
             "per_frame": per_frame,
             "training": history,
             "hyperparameters": _hyperparameters(fitted),
+            **notes,
         }
         ctx.log(f"gp: rmse={metrics['rmse']:.4g} (biharmonic {bh_rmse:.4g}) fit {fitted.fit_seconds:.1f}s")
         return RunResult(metrics={k: float(v) for k, v in metrics.items()}, figures=figures, tables=tables)

@@ -15,6 +15,7 @@ from gpytorch.constraints import GreaterThan
 
 from geostudy.errors import ConfigError
 from geostudy.learners.gp.config import ModelConfig, TrainConfig
+from geostudy.learners.gp.crossval import cv_loss, loo_scale, make_folds
 from geostudy.learners.gp.kernels import build_kernel, init_spectral_mixtures
 from geostudy.learners.gp.steering import SteeringKernel
 from geostudy.nn.training import check_finite
@@ -230,6 +231,9 @@ def fit_gp(
     if inference == "svgp" and model_cfg.nonstationary == "steering":
         raise ConfigError(f"nonstationary 'steering' needs exact inference, but {n} stations resolve to 'svgp'; raise "
                           "model.exact_max_n or use model.inference: exact", key="model.nonstationary")
+    if inference == "svgp" and train_cfg.objective != "mll":
+        raise ConfigError(f"objective {train_cfg.objective!r} needs exact inference, but {n} stations resolve to "
+                          "'svgp'; use mll or model.inference: exact", key="train.objective")
     if inference == "svgp" and model_cfg.local.enabled:
         raise ConfigError(f"local prediction needs exact inference, but {n} stations resolve to 'svgp'",
                           key="model.local.enabled")
@@ -271,10 +275,17 @@ def fit_gp(
     clock = {"elapsed": 0.0, "start": time.perf_counter()}
     total = train_cfg.iterations + (train_cfg.refine_steps if xh is not xt else 0)
 
+    folds: dict[int, list[torch.Tensor]] = {}
+
     def loss_fn() -> torch.Tensor:
         if inference == "exact":
             inputs, targets = model.train_inputs[0], model.train_targets
-            return -mll(model(inputs), targets)
+            if train_cfg.objective == "mll":
+                return -mll(model(inputs), targets)
+            k, r = _station_system(model, lik, inputs, targets)
+            if train_cfg.objective == "kfold" and len(targets) not in folds:  # per station set (hyper_subsample)
+                folds[len(targets)] = [f.to(device) for f in make_folds(len(targets), train_cfg.folds, gen)]
+            return cv_loss(train_cfg.objective, k, r, folds.get(len(targets)))
         if int(state["cursor"]) + batch > n:  # type: ignore[call-overload]
             state["order"], state["cursor"] = torch.randperm(n, generator=gen).to(device), 0
         cur = int(state["cursor"])  # type: ignore[call-overload]
@@ -304,11 +315,38 @@ def fit_gp(
             if train_cfg.refine_steps:
                 _optimise(loss_fn, params, optim=train_cfg.optim, steps=train_cfg.refine_steps, lr=train_cfg.lr,
                           report_every=train_cfg.refine_steps, fitted=fitted, on_report=on_report, offset=taken)
+    if inference == "exact" and train_cfg.objective in ("loo", "kfold"):
+        _calibrate_scale(model, lik)
     clock["elapsed"] += time.perf_counter() - clock["start"]
     fitted.fit_seconds = clock["elapsed"]
     model.eval()
     lik.eval()
     return fitted
+
+
+def _station_system(model: gpytorch.models.ExactGP, lik: gpytorch.likelihoods.GaussianLikelihood, x: torch.Tensor,
+                    y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The stations' covariance (noise included) and their values minus the prior mean."""
+    k = model.covar_module(x).to_dense()
+    k = k + lik.noise.reshape(()) * torch.eye(k.shape[-1], dtype=k.dtype, device=k.device)
+    return k, y - model.mean_module(x)
+
+
+def _calibrate_scale(model: gpytorch.models.ExactGP, lik: gpytorch.likelihoods.GaussianLikelihood) -> None:
+    """Rescale signal and noise variance together (same posterior mean) so LOO residuals have unit variance.
+
+    A squared-error objective leaves that common scale unfitted, and the predictive variances need it.
+    """
+    with torch.no_grad(), gpytorch.settings.max_cholesky_size(CHOLESKY_MAX):
+        x, y = model.train_inputs[0], model.train_targets
+        factor = loo_scale(*_station_system(model, lik, x, y))
+        kernel = model.covar_module
+        floor = float(lik.noise_covar.raw_noise_constraint.lower_bound)
+        noise = float(lik.noise.reshape(()))
+        # The noise cannot go below its bound: shrink the factor instead (the mean then moves a little).
+        factor = max(factor, floor * 1.001 / noise)
+        kernel.outputscale = kernel.outputscale * factor
+        lik.noise = noise * factor
 
 
 def predict(model: gpytorch.models.GP, likelihood: gpytorch.likelihoods.GaussianLikelihood, x: np.ndarray, *,
