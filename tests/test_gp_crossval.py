@@ -12,7 +12,7 @@ from geostudy.errors import ConfigError
 from geostudy.learners import get_learner
 from geostudy.learners.gp.config import ModelConfig, TrainConfig
 from geostudy.learners.gp.crossval import cv_loss, kfold_residuals, loo_residuals, loo_scale, make_folds
-from geostudy.learners.gp.model import _station_system, fit_gp
+from geostudy.learners.gp.model import fit_gp, station_system
 
 
 def small_system(n: int = 24, noise: float = 0.05) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -79,7 +79,7 @@ def objectives(fitted) -> tuple[float, float]:
     """(negative log marginal likelihood per station, LOO mean squared error) of a fitted GP."""
     model = fitted.model
     with torch.no_grad():
-        k, r = _station_system(model, fitted.likelihood, model.train_inputs[0], model.train_targets)
+        k, r = station_system(model, fitted.likelihood, model.train_inputs[0], model.train_targets)
         chol = torch.linalg.cholesky(k)
         nll = 0.5 * float(r @ torch.cholesky_solve(r[:, None], chol).squeeze(1)) + float(torch.diagonal(chol).log().sum())
         return nll / len(r), float(cv_loss("loo", k, r))
@@ -115,7 +115,7 @@ def test_squared_error_fit_calibrates_the_predictive_scale():
                     device=torch.device("cpu"), dtype=torch.float64)
     model = fitted.model
     with torch.no_grad():
-        k, r = _station_system(model, fitted.likelihood, model.train_inputs[0], model.train_targets)
+        k, r = station_system(model, fitted.likelihood, model.train_inputs[0], model.train_targets)
         assert loo_scale(k, r) == pytest.approx(1.0, rel=1e-3)
 
 

@@ -282,7 +282,7 @@ def fit_gp(
             inputs, targets = model.train_inputs[0], model.train_targets
             if train_cfg.objective == "mll":
                 return -mll(model(inputs), targets)
-            k, r = _station_system(model, lik, inputs, targets)
+            k, r = station_system(model, lik, inputs, targets)
             if train_cfg.objective == "kfold" and len(targets) not in folds:  # per station set (hyper_subsample)
                 folds[len(targets)] = [f.to(device) for f in make_folds(len(targets), train_cfg.folds, gen)]
             return cv_loss(train_cfg.objective, k, r, folds.get(len(targets)))
@@ -324,7 +324,7 @@ def fit_gp(
     return fitted
 
 
-def _station_system(model: gpytorch.models.ExactGP, lik: gpytorch.likelihoods.GaussianLikelihood, x: torch.Tensor,
+def station_system(model: gpytorch.models.ExactGP, lik: gpytorch.likelihoods.GaussianLikelihood, x: torch.Tensor,
                     y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The stations' covariance (noise included) and their values minus the prior mean."""
     k = model.covar_module(x).to_dense()
@@ -339,7 +339,7 @@ def _calibrate_scale(model: gpytorch.models.ExactGP, lik: gpytorch.likelihoods.G
     """
     with torch.no_grad(), gpytorch.settings.max_cholesky_size(CHOLESKY_MAX):
         x, y = model.train_inputs[0], model.train_targets
-        factor = loo_scale(*_station_system(model, lik, x, y))
+        factor = loo_scale(*station_system(model, lik, x, y))
         kernel = model.covar_module
         floor = float(lik.noise_covar.raw_noise_constraint.lower_bound)
         noise = float(lik.noise.reshape(()))

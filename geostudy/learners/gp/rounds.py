@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from geostudy.learners.gp.model import FittedGP
+from geostudy.learners.gp.model import FittedGP, station_system
 
 # sigmas_of(pilot) -> the (h*w, d) model inputs of every pixel for that pilot.
 InputsFn = Callable[[np.ndarray], np.ndarray]
@@ -30,12 +30,12 @@ def posterior_mean(fitted: FittedGP, x_train: np.ndarray, y_train: np.ndarray, x
     as_t = lambda a: torch.as_tensor(a, dtype=param.dtype, device=param.device)  # noqa: E731
     with torch.no_grad():
         xt = as_t(x_train)
-        const = model.mean_module.constant.detach().reshape(())
-        k = model.covar_module(xt).to_dense()
-        k = k + fitted.likelihood.noise.detach().reshape(()) * torch.eye(k.shape[0], dtype=k.dtype, device=k.device)
-        alpha = torch.cholesky_solve((as_t(y_train) - const)[:, None], torch.linalg.cholesky(k))
-        out = [(model.covar_module(as_t(x[lo: lo + batch]), xt).to_dense() @ alpha).squeeze(-1) + const
-               for lo in range(0, len(x), batch)]
+        k, r = station_system(model, fitted.likelihood, xt, as_t(y_train))
+        alpha = torch.cholesky_solve(r[:, None], torch.linalg.cholesky(k))
+        out = []
+        for lo in range(0, len(x), batch):
+            xb = as_t(x[lo: lo + batch])
+            out.append((model.covar_module(xb, xt).to_dense() @ alpha).squeeze(-1) + model.mean_module(xb))
     return torch.cat(out).cpu().numpy().astype(np.float64) if out else np.zeros(0)
 
 
