@@ -133,7 +133,7 @@ class GpLearner(Learner):
                 ctx.log(f"gp: steering round {round_ + 1}/{steer.rounds} done")
         if steer.choose_rounds and len(fits) > 1:
             def inpaint(mask: np.ndarray) -> np.ndarray:
-                return evaluate.biharmonic(np.where(mask, fld.values[0], 0.0)[None], mask[None])[0]
+                return evaluate.biharmonic(fld.values[:1], mask[None])[0]  # it zeroes the unobserved itself
 
             errors = round_errors([f for f, _ in fits], inputs_of, inpaint, shape, obs_idx, y_obs,
                                   folds=cfg.train.folds, seed=cfg.seed)
