@@ -18,7 +18,7 @@ import torch
 
 from geostudy.learners.gp.model import FittedGP, station_system
 
-# sigmas_of(pilot) -> the (h*w, d) model inputs of every pixel for that pilot.
+# inputs_of(pilot) -> the (h*w, d) model inputs of every pixel for that pilot (its steering covariances).
 InputsFn = Callable[[np.ndarray], np.ndarray]
 
 
