@@ -12,7 +12,10 @@ and a batched forward pass, per field; MLE: one L-BFGS fit per field), ``graph_b
 kNN graphs alone, per field: no graph estimator can be faster on this machine), ``range_rmse_m5`` (m = 5).
 On the CPU everything runs on one torch thread (and one kNN query thread): on this shared 2-core machine
 two threads made inference 3-5x slower. The training time is printed; the full run's training budget
-is 50 minutes on a 2-core CPU (under an hour with the MLE fits), ``--quick`` trains for 2 minutes.
+is 50 minutes on a 2-core CPU (under an hour with the MLE fits), ``--quick`` trains for 2 minutes. The
+trained network is kept in ``out/bench/`` and reused by later runs while the resolved config, torch's
+version and the training code are unchanged (the rows then carry its original training time); delete
+the file to train again.
 """
 
 from __future__ import annotations
@@ -36,11 +39,12 @@ from geostudy.nn.threads import torch_threads
 from geostudy.nn.training import seed_everything
 
 TEST_FIELDS = 200
+CACHE_DIR = Path(__file__).resolve().parents[1] / "out" / "bench"  # the trained network, reused while its config and training code are unchanged
 MLE_NAME = "exact-likelihood MLE (scipy L-BFGS-B)"
 
 
-def bench_config(quick: bool) -> MaternConfig:
-    return to_dataclass(MaternConfig, {
+def bench_settings(quick: bool) -> dict:
+    return {
         "seed": 0,
         "device": "auto",
         "data": {"n": 256, "locations": "uniform", "nu": 1.5, "m_min": 1, "m_max": 5,
@@ -55,7 +59,32 @@ def bench_config(quick: bool) -> MaternConfig:
         "train": {"epochs": 1000, "batch_size": 64, "max_seconds": 120 if quick else 3000,
                   "point_loss": "natural", "warmup_steps": 100},
         "eval": {"mle_bounds": "prior"},
-    })
+    }
+
+
+def bench_config(quick: bool) -> MaternConfig:
+    return to_dataclass(MaternConfig, bench_settings(quick))
+
+
+# What the trained network depends on: a cached one is reused only while these files are unchanged.
+TRAINING_SOURCES = ("covariance.py", "data.py", "locations.py", "localfit.py", "model.py",
+                    "neighbours.py", "priors.py", "simulate.py", "train.py")
+
+
+def _training_key(cfg: MaternConfig) -> str:
+    """The resolved config (all but its eval/estimate sections), torch's version and the training code."""
+    import dataclasses
+    import hashlib
+    import json
+
+    import geostudy.learners.matern as package
+
+    resolved = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("eval", "estimate")}
+    digest = hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode())
+    digest.update(torch.__version__.encode())
+    for name in TRAINING_SOURCES:
+        digest.update((Path(package.__file__).parent / name).read_bytes())
+    return digest.hexdigest()
 
 
 def _rmse(est: np.ndarray, truth: np.ndarray) -> float:
@@ -66,10 +95,10 @@ def run(quick: bool) -> list[dict]:
     cfg = bench_config(quick)
     device = resolve_device(cfg.device)
     with torch_threads(1 if device.type == "cpu" else None):
-        return _run(cfg, device)
+        return _run(cfg, device, quick)
 
 
-def _run(cfg: MaternConfig, device: torch.device) -> list[dict]:
+def _run(cfg: MaternConfig, device: torch.device, quick: bool) -> list[dict]:
     seed_everything(cfg.seed)
     val = simulate(cfg, cfg.data.val_size, np.random.default_rng([cfg.seed, 1]), device=device, m=1)
     val_graphs = graphs_for(cfg, val)
@@ -80,12 +109,24 @@ def _run(cfg: MaternConfig, device: torch.device) -> list[dict]:
         est = predict(model, cfg, val, graphs=val_graphs, device=device)
         return {"val_rmse_range": _rmse(np.exp(est.point[:, 0]), val_truth)}
 
-    ctx = RunContext(workdir=Path("."), verbose=True)
-    t0 = time.perf_counter()
-    train(cfg, model, ctx, evaluate, rng=np.random.default_rng([cfg.seed, 0]), device=device)
-    train_seconds = time.perf_counter() - t0
-    print(f"matern: trained {count_parameters(model)} parameters in {train_seconds:.0f} s on {device}",
-          file=sys.stderr, flush=True)
+    key = _training_key(cfg)
+    cache = CACHE_DIR / f"matern_estimator_{'quick' if quick else 'full'}.pt"
+    cached = torch.load(cache, map_location=device, weights_only=True) if cache.is_file() else None
+    if cached is not None and cached.get("key") == key:
+        model.load_state_dict(cached["state_dict"])
+        train_seconds, trained_on = float(cached["train_seconds"]), str(cached["device"])
+        print(f"matern: reusing the network trained by an earlier run ({cache}; {train_seconds:.0f} s on "
+              f"{trained_on}); delete it to train again", file=sys.stderr, flush=True)
+    else:
+        ctx = RunContext(workdir=Path("."), verbose=True)
+        t0 = time.perf_counter()
+        train(cfg, model, ctx, evaluate, rng=np.random.default_rng([cfg.seed, 0]), device=device)
+        train_seconds, trained_on = time.perf_counter() - t0, str(device)
+        print(f"matern: trained {count_parameters(model)} parameters in {train_seconds:.0f} s on {device}",
+              file=sys.stderr, flush=True)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"key": key, "state_dict": model.state_dict(), "train_seconds": train_seconds,
+                    "device": trained_on}, cache)
 
     rows = []
     for m, work in ((1, "range_rmse"), (5, "range_rmse_m5")):
@@ -97,7 +138,7 @@ def _run(cfg: MaternConfig, device: torch.device) -> list[dict]:
         rows.append({"work": work, "unit": "range units", "ours": _rmse(np.exp(ours.point[:, 0]), truth),
                      "baseline": _rmse(np.exp(mle.point[:, 0]), truth), "baseline_name": MLE_NAME,
                      "lower_is_better": True, "goal": "<= 1.0x", "fields": TEST_FIELDS,
-                     "train_seconds": round(train_seconds, 1)})
+                     "train_seconds": round(train_seconds, 1), "trained_on": trained_on})
         if m == 1:
             speed = {"work": "seconds_per_field", "unit": "s", "ours": ours.seconds / TEST_FIELDS,
                      "baseline": mle.seconds / TEST_FIELDS, "baseline_name": MLE_NAME, "lower_is_better": True,
