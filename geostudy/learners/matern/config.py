@@ -119,16 +119,21 @@ class TrainConfig:
         check_range(self.warmup_steps, f"{prefix}warmup_steps", file=file, low=0)
 
 
+MAX_REFINE_STEPS = 10  # from a consistent start the steps converge in 2-3; more means a bad start
+
+
 @dataclass
 class EvalConfig:
     level: float = 0.9
     mle_fields: int = 64
     mle_bounds: Literal["prior", "wide"] = "prior"
+    refine_steps: int = 0  # Fisher-scoring steps on the exact likelihood from the network's estimate (refine.py)
     plots: bool = True
 
     def validate(self, file: str | Path | None, prefix: str) -> None:
         check_range(self.level, f"{prefix}level", file=file, low=0, high=1, low_open=True, high_open=True)
         check_range(self.mle_fields, f"{prefix}mle_fields", file=file, low=0)
+        check_range(self.refine_steps, f"{prefix}refine_steps", file=file, low=0, high=MAX_REFINE_STEPS)
 
 
 @dataclass

@@ -16,7 +16,7 @@ import torch
 from geostudy.config import to_dataclass
 from geostudy.errors import DataError
 from geostudy.learners.matern.config import MaternConfig
-from geostudy.learners.matern.evaluate import predict, run_mle
+from geostudy.learners.matern.evaluate import predict, refine, run_mle
 from geostudy.learners.matern.locations import MIN_POINTS, to_unit_square
 from geostudy.learners.matern.model import MaternEstimator
 from geostudy.learners.matern.simulate import FieldSet
@@ -161,6 +161,8 @@ def estimate_csv(
     model, cfg = load_checkpoint(str(ecfg.checkpoint), device)
     obs = read_points(str(ecfg.csv), cfg, ecfg)
     est = predict(model, cfg, obs.fields, device=device)
+    steps = cfg_run.eval.refine_steps
+    refined = refine(cfg, obs.fields, est, steps) if steps > 0 else None
     mle = run_mle(cfg, obs.fields) if ecfg.mle else None
     free = cfg.free_params()
     rows = []
@@ -169,13 +171,17 @@ def estimate_csv(
         if est.interval is not None:
             row["gnn_low"] = to_data_units(name, est.interval[0, j, 0], obs)
             row["gnn_high"] = to_data_units(name, est.interval[0, j, 1], obs)
+        if refined is not None:
+            row["refined"] = to_data_units(name, refined.point[0, j], obs)
         row["mle"] = to_data_units(name, mle.point[0, j], obs) if mle is not None else float("nan")
         rows.append(row)
     for name in cfg.param_names():
         if name not in free:
             value = getattr(cfg.prior, name).value
             value = value * obs.value_scale**2 if name in ("variance", "nugget") else value
-            rows.append({"parameter": name, "gnn": value, "mle": value, "note": "fixed in training"})
+            fixed_row = {"parameter": name, "gnn": value, **({"refined": value} if refined is not None else {}),
+                         "mle": value, "note": "fixed in training"}
+            rows.append(fixed_row)
     summary = {
         "csv": str(ecfg.csv),
         "checkpoint": str(ecfg.checkpoint),
@@ -185,6 +191,8 @@ def estimate_csv(
         "coordinate_origin": obs.origin.tolist(),
         "interval_level": cfg.eval.level,
         "gnn_seconds": est.seconds,
+        "refine_steps": steps,
+        "refined_seconds": refined.seconds if refined is not None else None,
         "mle_seconds": mle.seconds if mle is not None else None,
         "trained_n": cfg.data.n * (cfg.data.n_times if cfg.data.spacetime else 1),
         "parameters": rows,

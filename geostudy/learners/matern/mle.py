@@ -35,6 +35,29 @@ class MleResult:
     evaluations: int
 
 
+def field_covariance(
+    log_params: Mapping[str, torch.Tensor | float],
+    dist_s: torch.Tensor,
+    nu: float,
+    *,
+    dist_t: torch.Tensor | None = None,
+    nu_time: float = 0.5,
+) -> torch.Tensor:
+    """The ``(n, n)`` covariance the likelihood uses (arguments as :func:`negative_log_likelihood`).
+
+    A jitter of ``1e-8`` times the variance keeps it positive definite without a nugget.
+    """
+    rho = torch.exp(torch.as_tensor(log_params["range"], dtype=dist_s.dtype))
+    sigma2 = torch.exp(torch.as_tensor(log_params["variance"], dtype=dist_s.dtype))
+    tau2 = torch.exp(torch.as_tensor(log_params["nugget"], dtype=dist_s.dtype))
+    corr = matern_correlation(dist_s, rho, nu)
+    if dist_t is not None:
+        rho_t = torch.exp(torch.as_tensor(log_params["time_range"], dtype=dist_s.dtype))
+        corr = corr * matern_correlation(dist_t, rho_t, nu_time)
+    eye = torch.eye(dist_s.shape[-1], dtype=dist_s.dtype)
+    return sigma2 * corr + (tau2 + 1e-8 * sigma2) * eye
+
+
 def negative_log_likelihood(
     log_params: Mapping[str, torch.Tensor | float],
     values: torch.Tensor,
@@ -51,20 +74,11 @@ def negative_log_likelihood(
             a nugget of ``-inf`` means none.
         dist_s: ``(n, n)`` spatial distances; ``dist_t``: ``(n, n)`` time lags for the space-time model.
     """
-    rho = torch.exp(torch.as_tensor(log_params["range"], dtype=dist_s.dtype))
-    sigma2 = torch.exp(torch.as_tensor(log_params["variance"], dtype=dist_s.dtype))
-    tau2 = torch.exp(torch.as_tensor(log_params["nugget"], dtype=dist_s.dtype))
-    corr = matern_correlation(dist_s, rho, nu)
-    if dist_t is not None:
-        rho_t = torch.exp(torch.as_tensor(log_params["time_range"], dtype=dist_s.dtype))
-        corr = corr * matern_correlation(dist_t, rho_t, nu_time)
-    n = dist_s.shape[-1]
-    eye = torch.eye(n, dtype=dist_s.dtype)
-    cov = sigma2 * corr + (tau2 + 1e-8 * sigma2) * eye
+    cov = field_covariance(log_params, dist_s, nu, dist_t=dist_t, nu_time=nu_time)
     chol, info = torch.linalg.cholesky_ex(cov)
     if int(info) > 0:
         return torch.tensor(float("inf"), dtype=dist_s.dtype)
-    m = values.shape[0]
+    m, n = values.shape[0], dist_s.shape[-1]
     alpha = torch.linalg.solve_triangular(chol, values.T, upper=False)
     logdet = 2.0 * torch.log(torch.diagonal(chol)).sum()
     return 0.5 * (m * logdet + (alpha * alpha).sum()) + 0.5 * m * n * math.log(2 * math.pi)

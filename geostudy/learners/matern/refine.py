@@ -1,0 +1,90 @@
+"""Fisher scoring on the exact likelihood, started from the network's estimate.
+
+The network is fast but less accurate than the MLE; the MLE is accurate but spends tens of likelihood
+evaluations finding its optimum from a generic start. From a start that is already close (a consistent
+estimate), one Fisher-scoring step on the exact likelihood has the MLE's asymptotic efficiency (Le Cam's
+one-step estimator), at the cost of about one likelihood evaluation: one Cholesky factor and one solve
+per free parameter.
+
+For a zero-mean Gaussian with covariance ``K(theta)`` and ``m`` replicates ``z_r``, with
+``A_i = K^-1 dK/dtheta_i``::
+
+    score_i = 1/2 sum_r z_r^T K^-1 (dK/dtheta_i) K^-1 z_r - m/2 tr(A_i)
+    fisher_ij = m/2 tr(A_i A_j)
+    theta <- theta + fisher^-1 score
+
+The derivatives of ``K`` are central differences in the log-parameters, so any smoothness works
+(closed forms and Bessel alike).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from geostudy.learners.matern.covariance import pairwise_distances
+from geostudy.learners.matern.mle import field_covariance
+
+DIFF_STEP = 1e-4  # central-difference step in the log-parameters (the error is ~1e-8 relative)
+
+
+def fisher_scoring(
+    coords: np.ndarray,
+    values: np.ndarray,
+    start: Sequence[float],
+    *,
+    nu: float,
+    free: Sequence[str],
+    fixed: Mapping[str, float],
+    bounds: Mapping[str, tuple[float, float]],
+    times: np.ndarray | None = None,
+    nu_time: float = 0.5,
+    steps: int = 1,
+) -> np.ndarray:
+    """Log-parameters of ``free`` after ``steps`` Fisher-scoring steps from ``start``, kept in ``bounds``.
+
+    Arguments as :func:`geostudy.learners.matern.mle.fit_mle`. A step whose covariance is not positive
+    definite or whose information matrix is singular is not taken (the estimate stays where it is).
+    """
+    z = torch.as_tensor(np.atleast_2d(values), dtype=torch.float64)
+    dist_s = pairwise_distances(torch.as_tensor(coords, dtype=torch.float64))
+    dist_t = None
+    if times is not None:
+        tt = torch.as_tensor(times, dtype=torch.float64)
+        dist_t = (tt[:, None] - tt[None, :]).abs()
+    fixed_logs = {k: (math.log(v) if v > 0 else -math.inf) for k, v in fixed.items()}
+    lower = np.array([bounds[name][0] for name in free])
+    upper = np.array([bounds[name][1] for name in free])
+    theta = np.clip(np.asarray(start, dtype=np.float64), lower, upper)
+    m = z.shape[0]
+
+    def covariance(at: np.ndarray) -> torch.Tensor:
+        return field_covariance({**fixed_logs, **dict(zip(free, at.tolist()))}, dist_s, nu, dist_t=dist_t,
+                                nu_time=nu_time)
+
+    for _ in range(steps):
+        chol, info = torch.linalg.cholesky_ex(covariance(theta))
+        if int(info) > 0:
+            break
+        alpha = torch.cholesky_solve(z.T, chol)  # K^-1 z_r as columns
+        solved = []  # A_i = K^-1 dK_i
+        score = np.zeros(len(free))
+        for i in range(len(free)):
+            step = np.zeros(len(free))
+            step[i] = DIFF_STEP
+            d_cov = (covariance(theta + step) - covariance(theta - step)) / (2 * DIFF_STEP)
+            solved.append(torch.cholesky_solve(d_cov, chol))
+            score[i] = float(0.5 * (alpha * (d_cov @ alpha)).sum() - 0.5 * m * torch.diagonal(solved[i]).sum())
+        # tr(A_i A_j) = sum of A_i * A_j^T, elementwise
+        fisher = np.array([[float(0.5 * m * (a * b.T).sum()) for b in solved] for a in solved])
+        try:
+            delta = np.linalg.solve(fisher, score)
+        except np.linalg.LinAlgError:
+            break
+        if not np.all(np.isfinite(delta)):
+            break
+        theta = np.clip(theta + delta, lower, upper)
+    return theta
