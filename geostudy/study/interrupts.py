@@ -1,12 +1,13 @@
-"""Ctrl-C and SIGTERM as KeyboardInterrupt, held back while Optuna stores a finished trial.
+"""Ctrl-C and SIGTERM as KeyboardInterrupt, held back while Optuna, not our objective, runs.
 
 A scheduler ending the job (SIGTERM) is handled like Ctrl-C: the running trial is failed cleanly
-and the study can be resumed. But an interrupt raised inside Optuna's post-processing of a trial
-(after the objective returned, while it writes the trial's state) escapes Optuna's ``except
-Exception``: Optuna 5.0 then crashes on an unbound local and leaves the trial RUNNING, which a
-resumed study counts as running forever. So from the moment the objective ends (:func:`hold`)
-until the runner has stored the trial and run its callbacks (:func:`raised_after`), a signal is
-only recorded, and raised as KeyboardInterrupt then.
+and the study can be resumed. But an interrupt raised in Optuna's own code around the objective
+escapes its handling: inside ``study.ask`` (the trial is created RUNNING, nobody fails it) or while
+it stores a finished trial (Optuna 5.0 crashes on an unbound local and leaves the trial RUNNING).
+A resumed study counts such a trial as running forever. So the runner calls ``study.optimize``
+inside :func:`held`, and the objective opens the hold while it runs (:func:`release` as it starts,
+:func:`hold` as it ends): outside the objective a signal is only recorded, and raised as
+KeyboardInterrupt when the objective starts or when the block ends.
 
 Signal handlers run in the main thread only, and only the main thread may install them.
 """
@@ -30,26 +31,39 @@ def install() -> None:
             signal.signal(signum, _handler)
 
 
+@contextmanager
+def held() -> Iterator[None]:
+    """Holds signals inside the block (but where :func:`release` opens it); one held is raised on leaving.
+
+    When the block itself ends in an exception (an interrupt of the objective, an error), that
+    exception goes on and a held signal is dropped: the run stops either way.
+    """
+    hold()
+    try:
+        yield
+    finally:
+        signum = _end_hold()
+    if signum is not None:
+        raise _interrupt(signum)
+
+
 def hold() -> None:
-    """From now on a signal is recorded, not raised, until :func:`raised_after` ends the hold."""
+    """From now on a signal is recorded, not raised."""
     global _held
     _held = True
 
 
-@contextmanager
-def raised_after() -> Iterator[None]:
-    """Ends a hold begun inside the block; a signal recorded meanwhile is raised on leaving it.
-
-    When the block itself ends in an exception (an interrupt of the objective, an error), that
-    exception goes on and a recorded signal is dropped: the run stops either way.
-    """
-    global _held, _pending
-    try:
-        yield
-    finally:
-        signum, _held, _pending = _pending, False, None
+def release() -> None:
+    """Ends the hold: a signal recorded meanwhile is raised now."""
+    signum = _end_hold()
     if signum is not None:
         raise _interrupt(signum)
+
+
+def _end_hold() -> int | None:
+    global _held, _pending
+    signum, _held, _pending = _pending, False, None
+    return signum
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:

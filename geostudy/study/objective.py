@@ -91,9 +91,9 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         self.trial_id = trial._trial_id
-        if self.on_start is not None:
-            self.on_start()  # the trial is RUNNING in the storage now: other workers may count it
         try:
+            if self.on_start is not None:
+                self.on_start()  # the trial is RUNNING in the storage now: other workers may count it
             return self._run(trial)
         finally:
             if self.on_end is not None:

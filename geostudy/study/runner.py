@@ -242,7 +242,12 @@ def optimize(plan: StudyPlan, study: optuna.Study, *, progress: bool = True, cat
     # trial's creation instead of a commit of its own when study.optimize returns.
     after_trial = TrialCallbacks([guard, NoteWriter(plan.spec), bar])
     lock = SlotLock(plan.storage_url, plan.spec.name)
-    objective = Objective(plan.spec, plan.artifacts, on_start=lock.release, on_end=interrupts.hold)
+
+    def started() -> None:
+        lock.release()
+        interrupts.release()  # a signal held during Optuna's ask fails the trial now, as any interrupt
+
+    objective = Objective(plan.spec, plan.artifacts, on_start=started, on_end=interrupts.hold)
     deadline = None if plan.timeout is None else time.monotonic() + plan.timeout
     heartbeat = plan.spec.heartbeat_interval is not None
     try:
@@ -260,9 +265,9 @@ def optimize(plan: StudyPlan, study: optuna.Study, *, progress: bool = True, cat
                     time.sleep(WAIT_FOR_OTHERS_S)
                     continue
             objective.trial_id = None
-            # A Ctrl-C / SIGTERM after the objective ended waits until the trial is stored and its
-            # callbacks ran; one during the objective fails the trial as always.
-            with interrupts.raised_after():
+            # A Ctrl-C / SIGTERM outside the objective waits for it to start, or for the trial to be
+            # stored and its callbacks run; one during the objective fails the trial as always.
+            with interrupts.held():
                 try:
                     study.optimize(objective, n_trials=1, catch=(Exception,) if catch else ())
                 except KeyboardInterrupt:
