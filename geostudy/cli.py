@@ -67,16 +67,6 @@ def _guarded(main: Callable[[], int]) -> int:
         return EXIT_USAGE
 
 
-def _sigterm_as_interrupt() -> None:
-    """SIGTERM (a scheduler ending the job) is handled like Ctrl-C: the trial is failed cleanly."""
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
-        signal.signal(signal.SIGTERM, handler)
-
-
 # --------------------------------------------------------------------------------------------------
 # run.py
 
@@ -95,6 +85,7 @@ def _run(args: argparse.Namespace) -> int:
     import time
 
     from geostudy.learners import RunContext, get_learner
+    from geostudy.study import interrupts
     from geostudy.study.artifacts import json_safe, save_figures
     from geostudy.study.objective import library_versions
 
@@ -111,7 +102,7 @@ def _run(args: argparse.Namespace) -> int:
     def log_step(step: int, metrics: Any) -> None:
         pass  # the learner's own progress lines (ctx.log) already show each epoch
 
-    _sigterm_as_interrupt()
+    interrupts.install()  # SIGTERM (a scheduler ending the job) is handled like Ctrl-C
     start = time.perf_counter()
     result = learner.run(config, RunContext(workdir=out_dir, report=log_step, final=True, verbose=not args.quiet))
     result.metrics["run_seconds"] = time.perf_counter() - start
@@ -167,6 +158,7 @@ def study_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _study(args: argparse.Namespace) -> int:
+    from geostudy.study import interrupts
     from geostudy.study.export import dashboard_command, summary_text, write_best_config, write_trials_csv
     from geostudy.study.runner import FailureGuard, StudyPlan, finished_count, load_or_create, optimize
     from geostudy.study.spec import parse_study, resolve_study_path
@@ -193,7 +185,7 @@ def _study(args: argparse.Namespace) -> int:
     target = f"{n_trials} finished trials" if n_trials else f"{timeout:.0f} s"
     print(f"study {spec.name}: learner {spec.learner.name}, sampler {spec.sampler.name}, pruner {spec.pruner.name}; "
           f"storage {redact(storage_url)}; target {target}; {done} already finished", file=sys.stderr, flush=True)
-    _sigterm_as_interrupt()
+    interrupts.install()  # SIGTERM (a scheduler ending the job) is handled like Ctrl-C
     if args.worker:
         try:
             return 1 if optimize(plan, study, progress=False, catch=not args.no_catch).tripped else 0
@@ -223,7 +215,8 @@ def _study(args: argparse.Namespace) -> int:
     print(f"Dashboard: {dashboard_command(storage_url, plan.artifacts)}")
     _close(study)
     if interrupted:
-        print("interrupted: the running trial was marked FAIL; run the same command again to resume", file=sys.stderr)
+        print("interrupted: finished trials are stored, a trial cut short is marked FAIL; run the same command again "
+              "to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     if guard is not None and guard.tripped:
         print(f"error: {spec.file}: stopped after {guard.limit} failed trials in a row; see the fail_reason of the "

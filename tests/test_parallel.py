@@ -169,6 +169,24 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path):
     assert _states(url)["RUNNING"] == 0
 
 
+def test_sigterm_to_a_jobs_parent_reaches_its_workers(tmp_path):
+    study = _write(tmp_path, set={"steps": 6, "sleep": 0.5}, n_trials=4)
+    out = tmp_path / "out"
+    url = f"sqlite:///{out / 's' / 's.db'}"
+    proc = subprocess.Popen([*WORKER, "--study", str(study), "--out", str(out), "--no-progress", "--jobs", "2"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_running(url, count=2, proc=proc)  # the parent's trial and its worker's
+    proc.send_signal(signal.SIGTERM)  # as a scheduler does: to the parent only
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr[-2000:]
+    trials = optuna.load_study(study_name="s", storage=url).trials
+    # A worker the signal never reached would be killed after 60 s, its trial left RUNNING. (A trial
+    # that was being stored when the signal came is kept COMPLETE: hence no exact count of FAIL.)
+    assert not [t for t in trials if t.state.name == "RUNNING"]
+    failed = [t for t in trials if t.state.name == "FAIL"]
+    assert failed and all("interrupted (signal 15)" in t.user_attrs["fail_reason"] for t in failed)
+
+
 def test_storage_password_is_never_printed(tmp_path, postgres_url):
     secret_url = postgres_url.replace("postgres:@", "postgres:hunter2secret@", 1)
     study = _write(tmp_path, n_trials=1)

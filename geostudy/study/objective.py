@@ -80,17 +80,26 @@ class Objective:
     reason) as user attributes, and return the study's metric(s).
     """
 
-    def __init__(self, spec: StudySpec, artifact_folder: Path, on_start: Callable[[], None] | None = None) -> None:
+    def __init__(self, spec: StudySpec, artifact_folder: Path, on_start: Callable[[], None] | None = None,
+                 on_end: Callable[[], None] | None = None) -> None:
         self.spec = spec
         self.store = make_store(artifact_folder)
         self.on_start = on_start
+        self.on_end = on_end
         self._workdir: Path | None = None
         self.trial_id: int | None = None  # the trial this objective ran last (the runner reads it back)
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         self.trial_id = trial._trial_id
-        if self.on_start is not None:
-            self.on_start()  # the trial is RUNNING in the storage now: other workers may count it
+        try:
+            if self.on_start is not None:
+                self.on_start()  # the trial is RUNNING in the storage now: other workers may count it
+            return self._run(trial)
+        finally:
+            if self.on_end is not None:
+                self.on_end()  # Optuna stores the trial next (the runner holds signals back meanwhile)
+
+    def _run(self, trial: optuna.Trial) -> float | list[float]:
         spec = self.spec
         params = spec.space.suggest(trial)
         config = spec.config_for(params)

@@ -15,6 +15,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from geostudy.errors import ConfigError
+from geostudy.study import interrupts
 from geostudy.study.artifacts import artifact_dir
 from geostudy.study.export import FINISHED
 from geostudy.study.objective import INTERRUPTED, Objective
@@ -241,7 +242,12 @@ def optimize(plan: StudyPlan, study: optuna.Study, *, progress: bool = True, cat
     # trial's creation instead of a commit of its own when study.optimize returns.
     after_trial = TrialCallbacks([guard, NoteWriter(plan.spec), bar])
     lock = SlotLock(plan.storage_url, plan.spec.name)
-    objective = Objective(plan.spec, plan.artifacts, on_start=lock.release)
+
+    def started() -> None:
+        lock.release()
+        interrupts.release()  # a signal held during Optuna's ask fails the trial now, as any interrupt
+
+    objective = Objective(plan.spec, plan.artifacts, on_start=started, on_end=interrupts.hold)
     deadline = None if plan.timeout is None else time.monotonic() + plan.timeout
     heartbeat = plan.spec.heartbeat_interval is not None
     try:
@@ -259,15 +265,18 @@ def optimize(plan: StudyPlan, study: optuna.Study, *, progress: bool = True, cat
                     time.sleep(WAIT_FOR_OTHERS_S)
                     continue
             objective.trial_id = None
-            try:
-                study.optimize(objective, n_trials=1, catch=(Exception,) if catch else ())
-            except KeyboardInterrupt:
-                _note_interrupted(study, objective.trial_id, after_trial)
-                raise
-            lock.release()
-            if objective.trial_id is not None:
-                # The finished trial as the storage keeps it (read-only for the callbacks).
-                after_trial(study, study._storage.get_trial(objective.trial_id))
+            # A Ctrl-C / SIGTERM outside the objective waits for it to start, or for the trial to be
+            # stored and its callbacks run; one during the objective fails the trial as always.
+            with interrupts.held():
+                try:
+                    study.optimize(objective, n_trials=1, catch=(Exception,) if catch else ())
+                except KeyboardInterrupt:
+                    _note_interrupted(study, objective.trial_id, after_trial)
+                    raise
+                lock.release()
+                if objective.trial_id is not None:
+                    # The finished trial as the storage keeps it (read-only for the callbacks).
+                    after_trial(study, study._storage.get_trial(objective.trial_id))
     finally:
         lock.release()
         bar.close()
