@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import scipy.optimize as so
@@ -84,6 +85,28 @@ def negative_log_likelihood(
     return 0.5 * (m * logdet + (alpha * alpha).sum()) + 0.5 * m * n * math.log(2 * math.pi)
 
 
+class LikelihoodInputs(NamedTuple):
+    """One field as the likelihood takes it: values ``(m, n)``, distances, logs of the fixed parameters."""
+
+    values: torch.Tensor
+    dist_s: torch.Tensor
+    dist_t: torch.Tensor | None
+    fixed_logs: dict[str, float]
+
+
+def likelihood_inputs(coords: np.ndarray, values: np.ndarray, times: np.ndarray | None,
+                      fixed: Mapping[str, float]) -> LikelihoodInputs:
+    """Float64 tensors of a field and the logs of its ``fixed`` parameter values (``-inf`` for a zero)."""
+    z = torch.as_tensor(np.atleast_2d(values), dtype=torch.float64)
+    dist_s = pairwise_distances(torch.as_tensor(coords, dtype=torch.float64))
+    dist_t = None
+    if times is not None:
+        tt = torch.as_tensor(times, dtype=torch.float64)
+        dist_t = (tt[:, None] - tt[None, :]).abs()
+    fixed_logs = {k: (math.log(v) if v > 0 else -math.inf) for k, v in fixed.items()}
+    return LikelihoodInputs(z, dist_s, dist_t, fixed_logs)
+
+
 def fit_mle(
     coords: np.ndarray,
     values: np.ndarray,
@@ -109,15 +132,8 @@ def fit_mle(
         times: ``(n,)`` node times for the space-time model.
     """
     t0 = time.perf_counter()
-    z = torch.as_tensor(np.atleast_2d(values), dtype=torch.float64)
-    pts = torch.as_tensor(coords, dtype=torch.float64)
-    dist_s = pairwise_distances(pts)
-    dist_t = None
-    if times is not None:
-        tt = torch.as_tensor(times, dtype=torch.float64)
-        dist_t = (tt[:, None] - tt[None, :]).abs()
+    z, dist_s, dist_t, fixed_logs = likelihood_inputs(coords, values, times, fixed)
     var = float(z.var()) if z.numel() > 1 else 1.0
-    fixed_logs = {k: (math.log(v) if v > 0 else -math.inf) for k, v in fixed.items()}
     x0 = []
     for name in free:
         lo, hi = bounds[name]

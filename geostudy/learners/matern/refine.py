@@ -19,14 +19,12 @@ The derivatives of ``K`` are central differences in the log-parameters, so any s
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 
-from geostudy.learners.matern.covariance import pairwise_distances
-from geostudy.learners.matern.mle import field_covariance
+from geostudy.learners.matern.mle import field_covariance, likelihood_inputs
 
 DIFF_STEP = 1e-4  # central-difference step in the log-parameters (the error is ~1e-8 relative)
 
@@ -49,13 +47,7 @@ def fisher_scoring(
     Arguments as :func:`geostudy.learners.matern.mle.fit_mle`. A step whose covariance is not positive
     definite or whose information matrix is singular is not taken (the estimate stays where it is).
     """
-    z = torch.as_tensor(np.atleast_2d(values), dtype=torch.float64)
-    dist_s = pairwise_distances(torch.as_tensor(coords, dtype=torch.float64))
-    dist_t = None
-    if times is not None:
-        tt = torch.as_tensor(times, dtype=torch.float64)
-        dist_t = (tt[:, None] - tt[None, :]).abs()
-    fixed_logs = {k: (math.log(v) if v > 0 else -math.inf) for k, v in fixed.items()}
+    z, dist_s, dist_t, fixed_logs = likelihood_inputs(coords, values, times, fixed)
     lower = np.array([bounds[name][0] for name in free])
     upper = np.array([bounds[name][1] for name in free])
     theta = np.clip(np.asarray(start, dtype=np.float64), lower, upper)
