@@ -11,7 +11,9 @@ Rows: ``range_rmse`` (RMSE of the range in its units, m = 1), ``seconds_per_fiel
 and a batched forward pass, per field; MLE: one L-BFGS fit per field), ``graph_build_floor`` (building the
 kNN graphs alone, per field: no graph estimator can be faster on this machine), ``range_rmse_m5`` (m = 5),
 and the ``*_refined`` rows: the network's estimates after two Fisher-scoring steps on the exact likelihood
-(``geostudy/learners/matern/refine.py``), their RMSE and their total seconds per field.
+(``geostudy/learners/matern/refine.py``), their RMSE and their total seconds per field; the RMSE rows
+also carry ``coverage``, the share of 90% Wald intervals holding the true range, beside the network's
+quantile intervals' (``network_coverage``).
 On the CPU everything runs on one torch thread (and one kNN query thread): on this shared 2-core machine
 two threads made inference 3-5x slower. The training time is printed; the full run's training budget
 is 50 minutes on a 2-core CPU (under an hour with the MLE fits), ``--quick`` trains for 2 minutes. The
@@ -32,7 +34,7 @@ import torch
 from geostudy.config import to_dataclass
 from geostudy.learners.base import RunContext
 from geostudy.learners.matern.config import MaternConfig
-from geostudy.learners.matern.evaluate import predict, refine, run_mle, true_log_params
+from geostudy.learners.matern.evaluate import Estimates, predict, refine, run_mle, true_log_params
 from geostudy.learners.matern.model import count_parameters
 from geostudy.learners.matern.simulate import simulate
 from geostudy.learners.matern.train import build_model, graphs_for, train
@@ -88,6 +90,13 @@ def _training_key(cfg: MaternConfig) -> str:
     for name in TRAINING_SOURCES:
         digest.update((Path(package.__file__).parent / name).read_bytes())
     return digest.hexdigest()
+
+
+def _coverage(est: Estimates, truth: np.ndarray) -> float:
+    """The share of fields whose range interval (level ``eval.level``) holds the true range."""
+    assert est.interval is not None
+    low, high = np.exp(est.interval[:, 0, 0]), np.exp(est.interval[:, 0, 1])
+    return float(np.mean((low <= truth) & (truth <= high)))
 
 
 def _rmse(est: np.ndarray, truth: np.ndarray) -> float:
@@ -146,7 +155,8 @@ def _run(cfg: MaternConfig, device: torch.device, quick: bool) -> list[dict]:
                      "trained_on": trained_on})
         refined_rows.append({"work": f"{work}_refined", "unit": "range units",
                              "ours": _rmse(np.exp(refined.point[:, 0]), truth), "baseline": mle_rmse,
-                             "goal": "<= 1.0x", **common, "refine_steps": REFINE_STEPS})
+                             "goal": "<= 1.0x", **common, "refine_steps": REFINE_STEPS,
+                             "coverage": _coverage(refined, truth), "network_coverage": _coverage(ours, truth)})
         if m == 1:
             rows.append({"work": "seconds_per_field", "unit": "s", "ours": ours.seconds / TEST_FIELDS,
                          "baseline": mle_seconds, "goal": "<= 0.001x (1000x faster)", **common,

@@ -25,7 +25,7 @@ from geostudy.learners.matern.data import build_graph, collate
 from geostudy.learners.matern.estimate import read_points
 from geostudy.learners.matern.locations import sample_locations
 from geostudy.learners.matern.mle import fit_mle
-from geostudy.learners.matern.refine import fisher_scoring
+from geostudy.learners.matern.refine import fisher_scoring, wald_interval
 from geostudy.learners.matern.simulate import FieldSet, simulate, simulate_fields
 from geostudy.learners.matern.train import build_model
 from tests.conftest import ROOT
@@ -202,7 +202,7 @@ def test_fisher_scoring_converges_to_the_mle(nu, free):
 
     def distance(steps: int, origin: np.ndarray = start) -> float:
         return float(np.abs(fisher_scoring(coords, values, origin, nu=nu, free=free, fixed=fixed, bounds=bounds,
-                                           steps=steps) - optimum).max())
+                                           steps=steps).log_params - optimum).max())
 
     first = distance(1)
     assert first < 0.35 * float(np.abs(start - optimum).max())
@@ -211,7 +211,35 @@ def test_fisher_scoring_converges_to_the_mle(nu, free):
     assert distance(1, optimum) < 1e-3
     # Kept in the bounds: a start far above the box comes back inside it.
     far = fisher_scoring(coords, values, optimum + 5.0, nu=nu, free=free, fixed=fixed, bounds=bounds, steps=1)
-    assert all(bounds[name][0] <= far[i] <= bounds[name][1] for i, name in enumerate(free))
+    assert all(bounds[name][0] <= far.log_params[i] <= bounds[name][1] for i, name in enumerate(free))
+
+
+def test_wald_intervals_of_the_scoring_have_their_nominal_coverage():
+    """Over 400 simulated fields the refined 90% intervals hold the true log-range 90% of the time
+    (binomial sd 1.5%; measured 88.8% and 89.5%), and the width follows the information: with four
+    replicates the intervals are half as wide as with one (the information grows with m)."""
+    rng = np.random.default_rng(11)
+    count, n, level = 400, 100, 0.9
+    coords = [rng.random((n, 2)) for _ in range(count)]
+    ranges = rng.uniform(0.05, 0.3, count)
+    params = {"range": ranges, "variance": np.ones(count), "nugget": np.zeros(count)}
+    fixed, bounds = {"variance": 1.0, "nugget": 0.0}, {"range": (math.log(0.01), math.log(2.0))}
+    widths = {}
+    for m in (1, 4):
+        values = simulate_fields(coords, params, np.full(count, m), 1.5, torch.Generator().manual_seed(m))
+        hits, width = [], []
+        for i in range(count):
+            start = [math.log(ranges[i]) + rng.normal(0, 0.1)]  # a consistent estimate, as the network's
+            scored = fisher_scoring(coords[i], values[i], start, nu=1.5, free=["range"], fixed=fixed, bounds=bounds,
+                                    steps=3)
+            low, high = wald_interval(scored.log_params, scored.information, level)[0]
+            hits.append(low <= math.log(ranges[i]) <= high)
+            width.append(high - low)
+        widths[m] = float(np.median(width))
+        assert 0.855 <= np.mean(hits) <= 0.945, m
+    assert widths[4] == pytest.approx(widths[1] / 2, rel=0.15)
+    # No information (the start was not positive definite): no interval, not a made-up one.
+    assert np.isnan(wald_interval(np.array([0.0]), None, level)).all()
 
 
 # -- graphs ------------------------------------------------------------------------------------------------
@@ -319,6 +347,7 @@ def test_final_run_reports_metrics_and_saves_a_checkpoint(trained):
     # Refined by Fisher scoring, the tiny network's estimates land on the MLE's (same fields).
     same = result.tables["same_fields"]
     assert same["refined"]["rmse_log_range"] == pytest.approx(same["mle"]["rmse_log_range"], abs=0.02)
+    assert 0.0 <= m["refined_coverage_log_range"] <= 1.0  # its own Wald intervals, not the network's
     assert m["refined_seconds_per_field"] > m["seconds_per_field"]
     assert math.isnan(m["val_rmse_log_variance"])  # variance is fixed in the default config
     assert set(get_learner("matern").metrics) <= set(m)
@@ -375,7 +404,8 @@ def test_estimate_mode_returns_parameters_in_data_units(trained, tmp_path):
     row = refined["parameters"][0]
     assert refined["refine_steps"] == 3 and row["parameter"] == "range"
     assert row["refined"] == pytest.approx(row["mle"], rel=0.02)
-    assert "refined" in pd.read_csv(tmp_path / "d" / "estimates.csv").columns
+    assert row["refined_low"] < row["refined"] < row["refined_high"]
+    assert {"refined", "refined_low", "refined_high"} <= set(pd.read_csv(tmp_path / "d" / "estimates.csv").columns)
 
 
 def test_bad_inputs_are_one_line_errors(trained, tmp_path):

@@ -173,6 +173,9 @@ def estimate_csv(
             row["gnn_high"] = to_data_units(name, est.interval[0, j, 1], obs)
         if refined is not None:
             row["refined"] = to_data_units(name, refined.point[0, j], obs)
+            if refined.interval is not None:
+                row["refined_low"] = to_data_units(name, refined.interval[0, j, 0], obs)
+                row["refined_high"] = to_data_units(name, refined.interval[0, j, 1], obs)
         row["mle"] = to_data_units(name, mle.point[0, j], obs) if mle is not None else float("nan")
         rows.append(row)
     for name in cfg.param_names():

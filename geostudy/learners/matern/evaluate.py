@@ -15,7 +15,7 @@ from geostudy.learners.matern.data import FieldGraph, build_graphs, collate
 from geostudy.learners.matern.mle import fit_mle
 from geostudy.learners.matern.model import MaternEstimator
 from geostudy.learners.matern.priors import LOG_NAMES
-from geostudy.learners.matern.refine import fisher_scoring
+from geostudy.learners.matern.refine import fisher_scoring, wald_interval
 from geostudy.learners.matern.simulate import FieldSet
 
 
@@ -88,19 +88,23 @@ def run_mle(cfg: MaternConfig, fields: FieldSet, *, limit: int | None = None) ->
 def refine(cfg: MaternConfig, fields: FieldSet, est: Estimates, steps: int) -> Estimates:
     """The network's point estimates after ``steps`` Fisher-scoring steps on each field's exact likelihood.
 
-    The intervals stay the network's; ``seconds`` adds the refinement's time to the network's.
+    The intervals are the Wald intervals of the likelihood at level ``eval.level`` (from the scoring's own
+    information matrix); ``seconds`` adds the refinement's time to the network's.
     """
     free = cfg.free_params()
     fixed = {name: getattr(cfg.prior, name).value for name in cfg.param_names() if name not in free}
     bounds = mle_bounds(cfg)
-    out = np.zeros_like(est.point)
+    point = np.zeros_like(est.point)
+    interval = np.zeros((*est.point.shape, 2))
     t0 = time.perf_counter()
     with single_thread():
         for i in range(len(est.point)):
-            out[i] = fisher_scoring(fields.coords[i], fields.values[i], est.point[i], nu=cfg.data.nu, free=free,
+            scored = fisher_scoring(fields.coords[i], fields.values[i], est.point[i], nu=cfg.data.nu, free=free,
                                     fixed=fixed, bounds=bounds, times=None if fields.times is None else fields.times[i],
                                     nu_time=cfg.data.nu_time, steps=steps)
-    return Estimates(point=out, interval=est.interval, seconds=est.seconds + time.perf_counter() - t0)
+            point[i] = scored.log_params
+            interval[i] = wald_interval(scored.log_params, scored.information, cfg.eval.level)
+    return Estimates(point=point, interval=interval, seconds=est.seconds + time.perf_counter() - t0)
 
 
 def true_log_params(fields: FieldSet, free: list[str], count: int | None = None) -> np.ndarray:

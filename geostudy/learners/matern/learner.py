@@ -38,7 +38,7 @@ def _metric_names() -> dict[str, str]:
             names[f"{split}rmse_{key}"] = "minimize"
             names[f"{split}mae_{key}"] = "minimize"
             names[f"{split}bias_{key}"] = "minimize"
-            if split in ("val_", "test_"):
+            if split != "mle_":
                 names[f"{split}coverage_{key}"] = "maximize"
         names[f"{split}rmse_range"] = "minimize"
     names.update({"val_loss": "minimize", "param_count": "minimize", "train_seconds": "minimize",
@@ -122,7 +122,7 @@ class MaternLearner(Learner):
         if cfg.eval.refine_steps > 0:
             refined = refine(cfg, test, est, cfg.eval.refine_steps)
             metrics["refined_seconds_per_field"] = refined.seconds / len(test)
-            metrics.update(param_metrics(Estimates(refined.point, None, 0.0), test_truth, free, "refined_"))
+            metrics.update(param_metrics(refined, test_truth, free, "refined_"))
         mle = None
         if cfg.eval.mle_fields > 0:
             ctx.log(f"MLE on {min(cfg.eval.mle_fields, len(test))} test fields...")
@@ -134,8 +134,7 @@ class MaternLearner(Learner):
             tables["same_fields"] = {"fields": count, "gnn": param_metrics(same, test_truth, free, ""),
                                      "mle": param_metrics(mle, test_truth, free, "")}
             if refined is not None:
-                tables["same_fields"]["refined"] = param_metrics(
-                    Estimates(refined.point[:count], None, 0.0), test_truth, free, "")
+                tables["same_fields"]["refined"] = param_metrics(refined, test_truth[:count], free, "")
         if cfg.eval.plots:
             figures["estimates_vs_true"] = scatter_figure(test_truth, est, mle, free)
             if "range" in free:

@@ -14,19 +14,31 @@ For a zero-mean Gaussian with covariance ``K(theta)`` and ``m`` replicates ``z_r
     theta <- theta + fisher^-1 score
 
 The derivatives of ``K`` are central differences in the log-parameters, so any smoothness works
-(closed forms and Bessel alike).
+(closed forms and Bessel alike). The information matrix also gives Wald intervals,
+``theta_i +- z sqrt((fisher^-1)_ii)``, whose coverage is the nominal one for a large field.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
+from scipy.stats import norm
 
 from geostudy.learners.matern.mle import field_covariance, likelihood_inputs
 
 DIFF_STEP = 1e-4  # central-difference step in the log-parameters (the error is ~1e-8 relative)
+
+
+class Scored(NamedTuple):
+    """Log-parameters after the steps and the Fisher information at the start of the last step taken
+    (where it was computed; from a consistent start the last step moves little). ``information`` is
+    None when not even the start had a positive-definite covariance."""
+
+    log_params: np.ndarray
+    information: np.ndarray | None
 
 
 def fisher_scoring(
@@ -41,7 +53,7 @@ def fisher_scoring(
     times: np.ndarray | None = None,
     nu_time: float = 0.5,
     steps: int = 1,
-) -> np.ndarray:
+) -> Scored:
     """Log-parameters of ``free`` after ``steps`` Fisher-scoring steps from ``start``, kept in ``bounds``.
 
     Arguments as :func:`geostudy.learners.matern.mle.fit_mle`. A step whose covariance is not positive
@@ -52,6 +64,7 @@ def fisher_scoring(
     upper = np.array([bounds[name][1] for name in free])
     theta = np.clip(np.asarray(start, dtype=np.float64), lower, upper)
     m = z.shape[0]
+    information = None
 
     def covariance(at: np.ndarray) -> torch.Tensor:
         return field_covariance({**fixed_logs, **dict(zip(free, at.tolist()))}, dist_s, nu, dist_t=dist_t,
@@ -72,6 +85,7 @@ def fisher_scoring(
             score[i] = float(0.5 * (alpha * (d_cov @ alpha)).sum() - 0.5 * m * torch.diagonal(solved[i]).sum())
         # tr(A_i A_j) = sum of A_i * A_j^T, elementwise
         fisher = np.array([[float(0.5 * m * (a * b.T).sum()) for b in solved] for a in solved])
+        information = fisher
         try:
             delta = np.linalg.solve(fisher, score)
         except np.linalg.LinAlgError:
@@ -79,4 +93,17 @@ def fisher_scoring(
         if not np.all(np.isfinite(delta)):
             break
         theta = np.clip(theta + delta, lower, upper)
-    return theta
+    return Scored(theta, information)
+
+
+def wald_interval(center: np.ndarray, information: np.ndarray | None, level: float) -> np.ndarray:
+    """``(P, 2)`` central ``level`` intervals ``center +- z sqrt(diag(information^-1))``; NaN where the
+    information is missing or singular."""
+    if information is None:
+        return np.full((len(center), 2), np.nan)
+    try:
+        variance = np.diag(np.linalg.inv(information))
+    except np.linalg.LinAlgError:
+        return np.full((len(center), 2), np.nan)
+    half = norm.ppf(0.5 + level / 2) * np.sqrt(np.where(variance > 0, variance, np.nan))
+    return np.stack([center - half, center + half], axis=1)
