@@ -34,7 +34,7 @@ import torch
 from geostudy.config import to_dataclass
 from geostudy.learners.base import RunContext
 from geostudy.learners.matern.config import MaternConfig
-from geostudy.learners.matern.evaluate import Estimates, predict, refine, run_mle, true_log_params
+from geostudy.learners.matern.evaluate import param_metrics, predict, refine, run_mle, true_log_params
 from geostudy.learners.matern.model import count_parameters
 from geostudy.learners.matern.simulate import simulate
 from geostudy.learners.matern.train import build_model, graphs_for, train
@@ -92,13 +92,6 @@ def _training_key(cfg: MaternConfig) -> str:
     return digest.hexdigest()
 
 
-def _coverage(est: Estimates, truth: np.ndarray) -> float:
-    """The share of fields whose range interval (level ``eval.level``) holds the true range."""
-    assert est.interval is not None
-    low, high = np.exp(est.interval[:, 0, 0]), np.exp(est.interval[:, 0, 1])
-    return float(np.mean((low <= truth) & (truth <= high)))
-
-
 def _rmse(est: np.ndarray, truth: np.ndarray) -> float:
     return float(np.sqrt(np.mean((est - truth) ** 2)))
 
@@ -143,7 +136,8 @@ def _run(cfg: MaternConfig, device: torch.device, quick: bool) -> list[dict]:
     rows, refined_rows = [], []
     for m, work in ((1, "range_rmse"), (5, "range_rmse_m5")):
         test = simulate(cfg, TEST_FIELDS, np.random.default_rng([cfg.seed, 2, m]), device=device, m=m)
-        truth = np.exp(true_log_params(test, ["range"])[:, 0])
+        log_truth = true_log_params(test, ["range"])
+        truth = np.exp(log_truth[:, 0])
         predict(model, cfg, test.subset(np.arange(8)), device=device)  # warm-up (allocations, lazy imports)
         ours = predict(model, cfg, test, device=device)
         refined = refine(cfg, test, ours, REFINE_STEPS)
@@ -156,7 +150,8 @@ def _run(cfg: MaternConfig, device: torch.device, quick: bool) -> list[dict]:
         refined_rows.append({"work": f"{work}_refined", "unit": "range units",
                              "ours": _rmse(np.exp(refined.point[:, 0]), truth), "baseline": mle_rmse,
                              "goal": "<= 1.0x", **common, "refine_steps": REFINE_STEPS,
-                             "coverage": _coverage(refined, truth), "network_coverage": _coverage(ours, truth)})
+                             "coverage": param_metrics(refined, log_truth, ["range"], "")["coverage_log_range"],
+                             "network_coverage": param_metrics(ours, log_truth, ["range"], "")["coverage_log_range"]})
         if m == 1:
             rows.append({"work": "seconds_per_field", "unit": "s", "ours": ours.seconds / TEST_FIELDS,
                          "baseline": mle_seconds, "goal": "<= 0.001x (1000x faster)", **common,
