@@ -84,10 +84,9 @@ def fisher_scoring(
             solved.append(torch.cholesky_solve(d_cov, chol))
             score[i] = float(0.5 * (alpha * (d_cov @ alpha)).sum() - 0.5 * m * torch.diagonal(solved[i]).sum())
         # tr(A_i A_j) = sum of A_i * A_j^T, elementwise
-        fisher = np.array([[float(0.5 * m * (a * b.T).sum()) for b in solved] for a in solved])
-        information = fisher
+        information = np.array([[float(0.5 * m * (a * b.T).sum()) for b in solved] for a in solved])
         try:
-            delta = np.linalg.solve(fisher, score)
+            delta = np.linalg.solve(information, score)
         except np.linalg.LinAlgError:
             break
         if not np.all(np.isfinite(delta)):
