@@ -159,7 +159,7 @@ def study_main(argv: Sequence[str] | None = None) -> int:
 
 def _study(args: argparse.Namespace) -> int:
     from geostudy.study import interrupts
-    from geostudy.study.export import dashboard_command, summary_text, write_best_config, write_trials_csv
+    from geostudy.study.export import display_path
     from geostudy.study.runner import FailureGuard, StudyPlan, finished_count, load_or_create, optimize
     from geostudy.study.spec import parse_study, resolve_study_path
     from geostudy.study.storage import check_url, default_storage_url, redact
@@ -203,17 +203,15 @@ def _study(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         interrupted = True
         _stop_workers(children)
-    print(summary_text(study, spec))
-    best = write_best_config(study, spec, plan.study_dir / "best_config.yaml")
-    write_trials_csv(study, spec, plan.study_dir / "trials.csv")
-    from geostudy.study.export import display_path
-
-    if best is not None:
-        print(f"Best config: {display_path(plan.study_dir / 'best_config.yaml')} "
-              f"(python run.py --config {display_path(plan.study_dir / 'best_config.yaml')})")
-    print(f"Trials: {display_path(plan.study_dir / 'trials.csv')}")
-    print(f"Dashboard: {dashboard_command(storage_url, plan.artifacts)}")
-    _close(study)
+    try:
+        _print_outcome(study, spec, plan, storage_url)
+    except KeyboardInterrupt:  # a second Ctrl-C while the summary is written: the trials are stored already
+        interrupted = True
+        print(f"summary cut short: python optuna_hyper.py --study {spec.file} --out {args.out} --report writes it "
+              "(report.html, trials.csv)", file=sys.stderr)
+    finally:
+        with interrupts.dropped():  # closing flushes the storage: a further Ctrl-C must not cut that short
+            _close(study)
     if interrupted:
         print("interrupted: finished trials are stored, a trial cut short is marked FAIL; run the same command again "
               "to resume", file=sys.stderr)
@@ -223,6 +221,26 @@ def _study(args: argparse.Namespace) -> int:
               f"last trials above or in {display_path(plan.study_dir / 'trials.csv')}", file=sys.stderr)
         return 1
     return 0
+
+
+def _print_outcome(study: Any, spec: Any, plan: Any, storage_url: str) -> None:
+    """The end of a study command: its summary, ``best_config.yaml``, ``trials.csv`` and the dashboard command."""
+    from geostudy.study.export import (
+        dashboard_command,
+        display_path,
+        summary_text,
+        write_best_config,
+        write_trials_csv,
+    )
+
+    print(summary_text(study, spec))
+    best = write_best_config(study, spec, plan.study_dir / "best_config.yaml")
+    write_trials_csv(study, spec, plan.study_dir / "trials.csv")
+    if best is not None:
+        print(f"Best config: {display_path(plan.study_dir / 'best_config.yaml')} "
+              f"(python run.py --config {display_path(plan.study_dir / 'best_config.yaml')})")
+    print(f"Trials: {display_path(plan.study_dir / 'trials.csv')}")
+    print(f"Dashboard: {dashboard_command(storage_url, plan.artifacts)}")
 
 
 def _close(study: Any) -> None:

@@ -104,3 +104,28 @@ def test_signal_while_optuna_creates_the_trial_fails_it_as_interrupted(tmp_path,
     assert trial.user_attrs["fail_reason"].startswith("interrupted")
     assert study_main(cmd) == 0  # resuming finishes the study (a RUNNING one would be waited for forever)
     assert Counter(t.state.name for t in study.trials) == {"FAIL": 1, "COMPLETE": 2}
+
+
+def test_a_second_ctrl_c_while_the_summary_is_written_exits_130_without_a_traceback(tmp_path, write_study, monkeypatch,
+                                                                                     capsys, own_signal_handlers):
+    from geostudy.study import export
+
+    study_file = write_study(toy_study(n_trials=2))
+    out = tmp_path / "out"
+    cmd = ["--study", str(study_file), "--out", str(out), "--no-progress"]
+    summary = export.summary_text
+
+    def ctrl_c_then_summary(study, spec):
+        os.kill(os.getpid(), signal.SIGINT)
+        return summary(study, spec)
+
+    monkeypatch.setattr(export, "summary_text", ctrl_c_then_summary)
+    assert study_main(cmd) == EXIT_INTERRUPTED
+    stderr = capsys.readouterr().err
+    assert "Traceback" not in stderr
+    assert f"--study {study_file} --out {out} --report" in stderr  # how to get what was cut short
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{out / 's' / 's.db'}")
+    assert Counter(t.state.name for t in study.trials) == {"COMPLETE": 2}
+    monkeypatch.setattr(export, "summary_text", summary)
+    assert study_main([*cmd[:4], "--report"]) == 0  # the command the line gives writes what the summary lacked
+    assert (out / "s" / "trials.csv").read_text().count("\n") == 3

@@ -47,6 +47,16 @@ def held() -> Iterator[None]:
         raise _interrupt(signum)
 
 
+@contextmanager
+def dropped() -> Iterator[None]:
+    """Signals inside the block are dropped: for the short clean-up of a command that is ending anyway."""
+    hold()
+    try:
+        yield
+    finally:
+        _end_hold()
+
+
 def hold() -> None:
     """From now on a signal is recorded, not raised."""
     global _held
