@@ -96,8 +96,9 @@ class SteeringConfig:
     """The edge-adaptive nonstationary kernel (``model.nonstationary: steering``, 2-D fields only).
 
     Each pixel's kernel covariance comes from the structure tensor of a pilot reconstruction
-    (biharmonic inpainting of the stations, then the previous round's GP mean); see
-    :mod:`geostudy.learners.gp.steering` for the formulas. With ``choose_rounds`` the reconstruction
+    (``pilot``: biharmonic inpainting of the stations, or that refined with the patch prior in the
+    file ``patch_prior``, :mod:`geostudy.learners.gp.patch_prior`; then the previous round's GP
+    mean); see :mod:`geostudy.learners.gp.steering` for the formulas. With ``choose_rounds`` the reconstruction
     is the round (of 1..``rounds``) with the lowest out-of-fold error on the stations
     (:mod:`geostudy.learners.gp.rounds`, ``train.folds`` folds).
     """
@@ -109,8 +110,16 @@ class SteeringConfig:
     energy_power: float = 0.5
     energy_reg: float = 0.01
     choose_rounds: bool = False
+    pilot: str = "biharmonic"
+    patch_prior: str | None = None
 
     def validate(self, file: str | Path | None, prefix: str) -> None:
+        if self.pilot not in PILOT_NAMES:
+            raise ConfigError(f"unknown pilot {self.pilot!r}; allowed: {', '.join(PILOT_NAMES)}", file=file,
+                              key=f"{prefix}pilot")
+        if self.pilot == "patch_prior" and not self.patch_prior:
+            raise ConfigError("pilot 'patch_prior' needs the prior's file here (make one with python -m "
+                              "geostudy.learners.gp.make_prior)", file=file, key=f"{prefix}patch_prior")
         check_range(self.rounds, f"{prefix}rounds", file=file, low=1, high=10)
         check_range(self.smooth, f"{prefix}smooth", file=file, low=0, low_open=True, high=50)
         check_range(self.elongation_reg, f"{prefix}elongation_reg", file=file, low=0, low_open=True)
@@ -120,6 +129,7 @@ class SteeringConfig:
 
 
 NONSTATIONARY_NAMES: tuple[str, ...] = ("none", "steering")
+PILOT_NAMES: tuple[str, ...] = ("biharmonic", "patch_prior")
 
 
 @dataclass

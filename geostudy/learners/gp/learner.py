@@ -12,10 +12,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from geostudy.errors import ConfigError
+from geostudy.errors import ConfigError, DataError
 from geostudy.learners.base import REPO_ROOT, Learner, RunContext, RunResult
 from geostudy.learners.gp import data as gpdata
-from geostudy.learners.gp import evaluate, plots
+from geostudy.learners.gp import evaluate, patch_prior, plots
 from geostudy.learners.gp.config import GpConfig
 from geostudy.learners.gp.kernels import kernel_label
 from geostudy.learners.gp.model import FittedGP, fit_gp
@@ -71,6 +71,25 @@ def _hyperparameters(fitted: FittedGP) -> dict[str, Any]:
     return out
 
 
+def load_patch_prior(cfg: GpConfig, file: str | Path | None = None) -> patch_prior.PatchPrior | None:
+    """The steering pilot's patch prior, if the config asks for one; it must not have seen the image scored."""
+    steer = cfg.model.steering
+    if cfg.model.nonstationary != "steering" or steer.pilot != "patch_prior":
+        return None
+    key = "model.steering.patch_prior"
+    try:
+        prior = patch_prior.PatchPrior.load(str(steer.patch_prior))
+    except DataError as err:
+        raise DataError(err.message, file=err.file, key=key) from None
+    if cfg.data.source == "image" and Path(str(cfg.data.image)).name in prior.trained_on:
+        raise ConfigError(f"the patch prior {steer.patch_prior} was fitted to {cfg.data.image!r}, the image scored "
+                          "here: its held-out pixels would not be held out; fit one without it", file=file, key=key)
+    if cfg.data.source == "image" and cfg.data.size and min(cfg.data.size) < prior.patch:
+        raise ConfigError(f"the patch prior's {prior.patch}x{prior.patch} patches do not fit in an image of size "
+                          f"{list(cfg.data.size)}", file=file, key=key)
+    return prior
+
+
 class GpLearner(Learner):
     """Reconstruct a (time, y, x) field from sparse stations with a GPyTorch GP."""
 
@@ -81,6 +100,7 @@ class GpLearner(Learner):
     def parse_config(self, config: Mapping[str, Any], *, file: str | Path | None = None) -> GpConfig:
         cfg: GpConfig = super().parse_config(config, file=file)
         cfg.data.path = resolve_path(cfg.data.path)
+        cfg.model.steering.patch_prior = resolve_path(cfg.model.steering.patch_prior)
         return cfg
 
     def check_config(self, config: Mapping[str, Any], *, file: str | Path | None = None) -> None:
@@ -91,16 +111,18 @@ class GpLearner(Learner):
                                y_dim=cfg.data.y_dim, x_dim=cfg.data.x_dim)
         elif cfg.data.source == "npy" and not Path(str(cfg.data.path)).is_file():
             gpdata.load_npy(str(cfg.data.path))
+        load_patch_prior(cfg, file)
 
     @staticmethod
     def _fit(cfg: GpConfig, fld: gpdata.Field, x_all: np.ndarray, obs_idx: np.ndarray,
              scaler: gpdata.Scaler, device: torch.device, dtype: torch.dtype,
              eval_callback: Callable[[np.ndarray], Callable[[int, FittedGP], None]],
-             biharmonic_fill: Callable[[], np.ndarray], ctx: RunContext) -> tuple[FittedGP, np.ndarray, dict[str, Any]]:
+             pilot_of: Callable[[np.ndarray], np.ndarray], ctx: RunContext) -> tuple[FittedGP, np.ndarray, dict[str, Any]]:
         """Fit the GP; returns it, the model inputs of every grid point and notes for the run's tables.
 
         A steering (nonstationary) GP is fitted in rounds: its per-pixel covariances come from a
-        pilot image, biharmonic inpainting of the stations first, then the previous round's GP mean.
+        pilot image, ``pilot_of(stations)`` first (biharmonic inpainting, or that refined by the
+        patch prior), then the previous round's GP mean.
         """
         y_obs = scaler.transform(fld.values.ravel()[obs_idx])
         if cfg.model.nonstationary != "steering":
@@ -111,7 +133,9 @@ class GpLearner(Learner):
                               "has a time axis", key="model.nonstationary")
         steer = cfg.model.steering
         start = time.perf_counter()
-        pilot = biharmonic_fill()[0]
+        observed = np.zeros(fld.values[0].size, dtype=bool)
+        observed[obs_idx] = True
+        pilot = pilot_of(observed.reshape(fld.values[0].shape))
         shape = pilot.shape
 
         def inputs_of(image: np.ndarray) -> np.ndarray:
@@ -132,10 +156,7 @@ class GpLearner(Learner):
                 pilot = scaler.inverse(fitted.predict(x_model, batch=cfg.eval.predict_batch)[0]).reshape(shape)
                 ctx.log(f"gp: steering round {round_ + 1}/{steer.rounds} done")
         if steer.choose_rounds and len(fits) > 1:
-            def inpaint(mask: np.ndarray) -> np.ndarray:
-                return evaluate.biharmonic(fld.values[:1], mask[None])[0]  # it zeroes the unobserved itself
-
-            errors = round_errors([f for f, _ in fits], inputs_of, inpaint, shape, obs_idx, y_obs,
+            errors = round_errors([f for f, _ in fits], inputs_of, pilot_of, shape, obs_idx, y_obs,
                                   folds=cfg.train.folds, seed=cfg.seed)
             best = int(np.argmin(errors))
             ctx.log(f"gp: steering rounds' out-of-fold rmse {np.round(errors, 5).tolist()}: using round {best + 1}")
@@ -184,8 +205,21 @@ class GpLearner(Learner):
             # The steering GP's first pilot and the biharmonic baseline are the same inpainting: run it once.
             return evaluate.biharmonic(filled, observed)
 
+        prior = load_patch_prior(cfg)
+
+        def pilot_of(stations: np.ndarray) -> np.ndarray:
+            """The steering kernel's first pilot from the ``stations`` (a 2-D mask) of the first frame."""
+            if prior is not None and min(stations.shape) < prior.patch:
+                raise DataError(f"the patch prior's {prior.patch}x{prior.patch} patches do not fit in this "
+                                f"{stations.shape} field", key="model.steering.patch_prior")
+            same = np.array_equal(stations, observed[0])
+            fill = biharmonic_fill()[0] if same else evaluate.biharmonic(filled[:1], stations[None])[0]
+            if prior is None:
+                return fill
+            return patch_prior.restore(prior, filled[0], stations, fill, log=ctx.log if same else None)
+
         fitted, x_model, notes = self._fit(cfg, fld, x_all, obs_idx, scaler, device, dtype, eval_callback,
-                                           biharmonic_fill, ctx)
+                                           pilot_of, ctx)
         start = time.perf_counter()
         valid_idx = np.flatnonzero(fld.valid.ravel())
         mean_n, var_n = fitted.predict(x_model[valid_idx], batch=cfg.eval.predict_batch)

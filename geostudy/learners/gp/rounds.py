@@ -47,7 +47,7 @@ def round_errors(fits: list[FittedGP], inputs_of: InputsFn, inpaint: Callable[[n
     Args:
         fits: The GP of each round, fitted on all stations (their hyperparameters are reused).
         inputs_of: Model inputs of every pixel for a pilot image (its steering covariances).
-        inpaint: The first pilot from a ``(h, w)`` mask of the stations to use (biharmonic).
+        inpaint: The first pilot from a ``(h, w)`` mask of the stations to use (the run's pilot_of).
         shape: ``(h, w)`` of the image.
         obs_idx: Flat pixel indices of the stations; ``y_obs`` their normalised values.
         folds: Number of folds; ``seed`` seeds the split.

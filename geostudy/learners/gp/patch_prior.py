@@ -1,0 +1,168 @@
+"""A patch prior learnt from other images, and the pilot reconstruction it gives the steering kernel.
+
+The steering kernel reads each pixel's covariance off a pilot reconstruction, and biharmonic
+inpainting blurs exactly the edges the kernel should follow. Here the pilot comes from a Gaussian
+mixture over small image patches (mean removed), fitted to *other* images, and expected patch log
+likelihood restoration (EPLL; Zoran & Weiss 2011, "From learning models of natural image patches to
+whole image restoration"): starting from the biharmonic fill, every overlapping patch is replaced by
+its Wiener estimate under its most likely mixture component, the patches are averaged back, the
+stations are put back, and the assumed noise shrinks from round to round. Measured on the bench
+images (90% missing), this pilot lowers the steering GP's RMSE on all five images tried.
+
+Make a prior with ``python -m geostudy.learners.gp.make_prior --out prior.npz IMAGE...`` (files or
+``skimage.data`` names); a study uses it with ``model.steering.pilot: patch_prior`` and
+``model.steering.patch_prior: prior.npz``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from geostudy.errors import DataError
+
+SCALES = (0.2, 0.25, 0.3, 0.4, 0.5)  # image sizes the patches are taken at (fractions of the original)
+NOISE_SCHEDULE = tuple(np.geomspace(0.06, 0.001, 14))  # assumed noise std per round (values in [0, 1])
+
+
+@dataclass
+class PatchPrior:
+    """A Gaussian mixture over ``patch x patch`` patches with their mean removed.
+
+    Attributes:
+        weights: ``(K,)`` mixture weights.
+        means: ``(K, patch**2)`` component means.
+        covariances: ``(K, patch**2, patch**2)`` component covariances.
+        trained_on: The images the mixture was fitted to (names or file names), so that a run can
+            refuse to score a reconstruction of an image the prior has seen.
+    """
+
+    weights: np.ndarray
+    means: np.ndarray
+    covariances: np.ndarray
+    trained_on: list[str] = field(default_factory=list)
+
+    @property
+    def patch(self) -> int:
+        return int(round(np.sqrt(self.means.shape[1])))
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:  # np.savez would append ".npz" to any other suffix
+            np.savez(f, weights=self.weights, means=self.means, covariances=self.covariances,
+                     trained_on=np.array(json.dumps(self.trained_on)))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> PatchPrior:
+        """Read a prior written by :meth:`save`; anything else is a one-line :class:`DataError`."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                prior = cls(z["weights"], z["means"], z["covariances"], json.loads(str(z["trained_on"])))
+        except FileNotFoundError:
+            raise DataError("no such patch prior; make one with python -m geostudy.learners.gp.make_prior",
+                            file=path) from None
+        except (OSError, ValueError, KeyError) as err:
+            raise DataError(f"not a patch prior written by geostudy.learners.gp.make_prior ({err})", file=path) from None
+        k, d = prior.means.shape if prior.means.ndim == 2 else (0, 0)
+        if not (k and prior.patch ** 2 == d and prior.weights.shape == (k,) and prior.covariances.shape == (k, d, d)):
+            raise DataError(f"inconsistent patch prior shapes: weights {prior.weights.shape}, means "
+                            f"{prior.means.shape}, covariances {prior.covariances.shape}", file=path)
+        return prior
+
+
+def training_patches(images: Sequence[np.ndarray], patch: int, count: int, seed: int) -> np.ndarray:
+    """``count`` random patches (mean removed) from every image at every size in :data:`SCALES`."""
+    from skimage.transform import resize
+
+    rng = np.random.default_rng(seed)
+    per = max(1, count // (len(images) * len(SCALES)))
+    out = []
+    for image in images:
+        for scale in SCALES:
+            shape = (int(image.shape[0] * scale), int(image.shape[1] * scale))
+            if min(shape) < 2 * patch:
+                continue
+            small = resize(image, shape, anti_aliasing=True)
+            windows = sliding_window_view(small, (patch, patch)).reshape(-1, patch * patch)
+            out.append(windows[rng.choice(len(windows), size=min(per, len(windows)), replace=False)])
+    if not out:
+        raise ValueError(f"the images are too small for {patch}x{patch} patches at sizes {SCALES}")
+    x = np.concatenate(out)
+    return x - x.mean(axis=1, keepdims=True)
+
+
+def fit_patch_prior(images: Sequence[np.ndarray], names: Sequence[str], *, patch: int = 8, components: int = 32,
+                    patches: int = 60000, iterations: int = 40, seed: int = 0) -> PatchPrior:
+    """Fit the mixture (scikit-learn, full covariances) to patches of ``images`` (values in [0, 1])."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.mixture import GaussianMixture
+
+    x = training_patches(images, patch, patches, seed)
+    gmm = GaussianMixture(components, covariance_type="full", max_iter=iterations, reg_covar=1e-6, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # a fixed budget of EM iterations, by design
+        gmm.fit(x)
+    return PatchPrior(gmm.weights_, gmm.means_, gmm.covariances_, list(names))
+
+
+def _patch_estimates(prior: PatchPrior, image: np.ndarray, noise_var: float) -> np.ndarray:
+    """Each overlapping patch's Wiener estimate under its most likely component (EPLL's patch step)."""
+    d = prior.means.shape[1]
+    p = prior.patch
+    patches = sliding_window_view(image, (p, p)).reshape(-1, d)
+    dc = patches.mean(axis=1, keepdims=True)
+    centred = patches - dc
+    best = np.full(len(patches), -np.inf)
+    estimate = np.empty_like(patches)
+    eye = np.eye(d)
+    for w, mu, cov in zip(prior.weights, prior.means, prior.covariances, strict=True):
+        chol = np.linalg.cholesky(cov + noise_var * eye)
+        whitened = np.linalg.solve(chol, (centred - mu).T)
+        loglik = np.log(w) - 0.5 * np.einsum("ij,ij->j", whitened, whitened) - np.log(np.diag(chol)).sum()
+        better = loglik > best
+        best = np.where(better, loglik, best)
+        if better.any():
+            estimate[better] = mu + (cov @ np.linalg.solve(chol.T, whitened[:, better])).T
+    return estimate + dc
+
+
+def _average_patches(estimate: np.ndarray, shape: tuple[int, int], p: int) -> np.ndarray:
+    """Each pixel's mean over the patch estimates that cover it."""
+    h, w = shape[0] - p + 1, shape[1] - p + 1
+    blocks = estimate.reshape(h, w, p, p)
+    total, count = np.zeros(shape), np.zeros(shape)
+    for i in range(p):
+        for j in range(p):
+            total[i:i + h, j:j + w] += blocks[:, :, i, j]
+            count[i:i + h, j:j + w] += 1
+    return total / count
+
+
+def restore(prior: PatchPrior, image: np.ndarray, observed: np.ndarray, start: np.ndarray,
+            noise_schedule: Sequence[float] = NOISE_SCHEDULE, inner: int = 2,
+            log: Callable[[str], None] | None = None) -> np.ndarray:
+    """EPLL inpainting of the 2-D ``image`` at ``observed`` pixels, from the reconstruction ``start``.
+
+    The stations are kept exactly (noise-free data); only the missing pixels change.
+    """
+    if min(image.shape) < prior.patch:
+        raise ValueError(f"image {image.shape} smaller than the prior's {prior.patch}x{prior.patch} patches")
+    x = np.where(observed, image, start).astype(np.float64)
+    began = time.perf_counter()
+    for sigma in noise_schedule:
+        for _ in range(inner):
+            x = _average_patches(_patch_estimates(prior, x, float(sigma) ** 2), x.shape, prior.patch)
+            x[observed] = image[observed]
+    if log is not None:
+        log(f"gp: patch-prior pilot ({len(noise_schedule)} x {inner} EPLL rounds) in {time.perf_counter() - began:.1f}s")
+    return x
