@@ -60,7 +60,7 @@ from geostudy.nn.device import resolve_device
 # steering kernels (mean over the five other images 0.942x vs 0.934x) and the rq correlation did not help.
 # Stop 15: the first pilot refined with a patch prior (geostudy.learners.gp.patch_prior: a 32-component
 # Gaussian mixture over 8x8 patches of the PRIOR_IMAGES, EPLL restoration from the biharmonic fill) lowers
-# the steering GP's RMSE on every image tried: astronaut 0.920x -> 0.916x, coins 0.938x -> 0.935x (both not
+# the steering GP's RMSE on each unseen image measured: astronaut 0.920x -> 0.916x, coins 0.938x -> 0.935x (both not
 # in the prior's images, they chose its settings), and this row 0.953x -> 0.946x. Also measured, not kept:
 # EPLL's own reconstruction (0.962x on camera, 0.975x astronaut: worse than the GP it feeds), the mean of
 # it and the GP's (0.949x), a 150,000-patch, 100-iteration mixture (no better than 60,000 and 40), and a
