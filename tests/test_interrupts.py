@@ -19,6 +19,8 @@ from tests.conftest import toy_study
 def own_signal_handlers():
     """The CLI installs process-wide handlers; give the test process its own back afterwards."""
     saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    # A suite started with Ctrl-C ignored (a shell's background job) must still see Python's own handling.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     for signum, handler in saved.items():
         signal.signal(signum, handler)

@@ -138,7 +138,9 @@ def test_ctrl_c_fails_running_trial_prints_summary_and_resumes(tmp_path):
     out = tmp_path / "out"
     url = f"sqlite:///{out / 's' / 's.db'}"
     cmd = [*WORKER, "--study", str(study), "--out", str(out), "--no-progress"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # The child gets Python's Ctrl-C handling even where the suite runs with SIGINT ignored (a background job).
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_for_running(url)
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
