@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+from scipy.linalg import solve_triangular
 
 from geostudy.errors import DataError
 
@@ -128,12 +129,14 @@ def _patch_estimates(prior: PatchPrior, image: np.ndarray, noise_var: float) -> 
     eye = np.eye(d)
     for w, mu, cov in zip(prior.weights, prior.means, prior.covariances, strict=True):
         chol = np.linalg.cholesky(cov + noise_var * eye)
-        whitened = np.linalg.solve(chol, (centred - mu).T)
+        # Triangular solves on the factor (np.linalg.solve would factorise it again as a general matrix).
+        whitened = solve_triangular(chol, (centred - mu).T, lower=True, check_finite=False)
         loglik = np.log(w) - 0.5 * np.einsum("ij,ij->j", whitened, whitened) - np.log(np.diag(chol)).sum()
         better = loglik > best
         best = np.where(better, loglik, best)
         if better.any():
-            estimate[better] = mu + (cov @ np.linalg.solve(chol.T, whitened[:, better])).T
+            inverse_times_r = solve_triangular(chol, whitened[:, better], lower=True, trans="T", check_finite=False)
+            estimate[better] = mu + (cov @ inverse_times_r).T
     return estimate + dc
 
 
