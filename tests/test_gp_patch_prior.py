@@ -106,3 +106,12 @@ def test_bad_patch_prior_settings_are_one_line_errors(blocky_prior, tmp_path, ex
     text = str(err.value)
     assert message in text and "key 'model.steering." in text and "\n" not in text
     assert text.startswith("configs/gp.yaml") or isinstance(err.value, DataError)  # a data file names itself
+
+
+def test_a_field_smaller_than_the_patches_is_a_one_line_error_at_run_time(blocky_prior, tmp_path):
+    np.save(tmp_path / "small.npy", np.random.default_rng(0).random((5, 12)))  # its shape is known only once loaded
+    cfg = image_config(tmp_path, blocky_prior.save(tmp_path / "prior.npz"), **{"data.source": "npy",
+                                                                              "data.path": str(tmp_path / "small.npy")})
+    with pytest.raises(DataError, match=r"the patch prior's 6x6 patches do not fit in this \(5, 12\) field") as err:
+        get_learner("gp").run(cfg, RunContext(workdir=tmp_path))
+    assert "key 'model.steering.patch_prior'" in str(err.value) and "\n" not in str(err.value)

@@ -209,9 +209,6 @@ class GpLearner(Learner):
 
         def pilot_of(stations: np.ndarray) -> np.ndarray:
             """The steering kernel's first pilot from the ``stations`` (a 2-D mask) of the first frame."""
-            if prior is not None and min(stations.shape) < prior.patch:
-                raise DataError(f"the patch prior's {prior.patch}x{prior.patch} patches do not fit in this "
-                                f"{stations.shape} field", key="model.steering.patch_prior")
             same = np.array_equal(stations, observed[0])
             fill = biharmonic_fill()[0] if same else evaluate.biharmonic(filled[:1], stations[None])[0]
             if prior is None:

@@ -160,7 +160,8 @@ def restore(prior: PatchPrior, image: np.ndarray, observed: np.ndarray, start: n
     The stations are kept exactly (noise-free data); only the missing pixels change.
     """
     if min(image.shape) < prior.patch:
-        raise ValueError(f"image {image.shape} smaller than the prior's {prior.patch}x{prior.patch} patches")
+        raise DataError(f"the patch prior's {prior.patch}x{prior.patch} patches do not fit in this {image.shape} field",
+                        key="model.steering.patch_prior")
     x = np.where(observed, image, start).astype(np.float64)
     began = time.perf_counter()
     for sigma in noise_schedule:
