@@ -101,7 +101,7 @@ def _config(overrides: dict) -> dict:
     return apply_overrides(learner.default_config(), overrides)
 
 
-def bench_prior(quick: bool) -> tuple[Path, float]:
+def bench_prior(settings: dict) -> tuple[Path, float]:
     """The inpaint row's patch prior, fitted once and kept in ``out/bench`` (its settings name the file).
 
     Returns its path and the seconds spent fitting it now (0 when it was already there).
@@ -114,7 +114,6 @@ def bench_prior(quick: bool) -> tuple[Path, float]:
     from geostudy.learners.gp.data import load_image
     from geostudy.learners.gp.patch_prior import fit_patch_prior
 
-    settings = QUICK_PRIOR_SETTINGS if quick else PRIOR_SETTINGS
     key = json.dumps([PRIOR_IMAGES, settings, sklearn.__version__], sort_keys=True)
     path = CACHE_DIR / f"gp_patch_prior_{hashlib.sha256(key.encode()).hexdigest()[:12]}.npz"
     if path.is_file():
@@ -129,7 +128,8 @@ def bench_prior(quick: bool) -> tuple[Path, float]:
 
 def inpaint_row(quick: bool, workdir: Path) -> dict:
     iterations = 60  # L-BFGS iterations (it stops earlier once converged)
-    prior, prior_seconds = bench_prior(quick)
+    prior_settings = QUICK_PRIOR_SETTINGS if quick else PRIOR_SETTINGS
+    prior, prior_seconds = bench_prior(prior_settings)
     cfg = _config({**INPAINT_SET, "train.iterations": iterations, "model.steering.patch_prior": str(prior)})
     start = time.perf_counter()
     result = get_learner("gp").run(cfg, RunContext(workdir=workdir))
@@ -139,8 +139,7 @@ def inpaint_row(quick: bool, workdir: Path) -> dict:
             "lower_is_better": True, "goal": "<= 0.90x", "iterations": iterations,
             "gp_nlpd": m["nlpd"], "gp_coverage95": m["coverage95"], "seconds": round(time.perf_counter() - start, 1),
             "steering_round": result.tables.get("steering_round"), "prior_fit_seconds": round(prior_seconds, 1),
-            "prior": {"file": str(prior), "images": list(PRIOR_IMAGES),
-                      **(QUICK_PRIOR_SETTINGS if quick else PRIOR_SETTINGS)},
+            "prior": {"file": str(prior), "images": list(PRIOR_IMAGES), **prior_settings},
             "steering_rounds_cv_rmse": result.tables.get("steering_rounds_cv_rmse"),
             "kernel": "steering (matern12, Paciorek nonstationary, patch-prior pilot), exact, lbfgs, float64"}
 
