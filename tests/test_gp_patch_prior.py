@@ -90,16 +90,54 @@ def test_a_run_with_the_patch_prior_pilot(blocky_prior, tmp_path, capsys):
     assert "gp: patch-prior pilot (14 x 2 EPLL rounds)" in capsys.readouterr().err
 
 
+def renamed(prior: patch_prior.PatchPrior, names: list[str]) -> patch_prior.PatchPrior:
+    """``prior``'s mixture as if fitted to ``names`` (their content: the first of its images')."""
+    return patch_prior.PatchPrior(prior.weights, prior.means, prior.covariances, names,
+                                  np.repeat(prior.fingerprints[:1], len(names), axis=0))
+
+
+def test_a_prior_knows_its_images_by_content_under_any_name_or_size(blocky_prior, tmp_path):
+    from skimage.transform import resize
+
+    from geostudy.learners.gp.data import load_image
+
+    np.save(tmp_path / "copy.npy", resize(blocky_image(0), (40, 56)))  # a training image, renamed and resized
+    np.save(tmp_path / "unseen.npy", resize(blocky_image(10), (40, 56)))
+    cfg = image_config(tmp_path, blocky_prior.save(tmp_path / "prior.npz"), **{"data.source": "npy"})
+    get_learner("gp").check_config({**cfg, "data": {**cfg["data"], "path": str(tmp_path / "unseen.npy")}})
+    with pytest.raises(ConfigError, match=r"was fitted to 'blocky0', the same picture as the field scored here "
+                                          r"\(copy.npy\)") as err:
+        get_learner("gp").check_config({**cfg, "data": {**cfg["data"], "path": str(tmp_path / "copy.npy")}})
+    assert "\n" not in str(err.value)
+    # skimage ships one cat photograph under two names
+    cat = patch_prior.PatchPrior(blocky_prior.weights, blocky_prior.means, blocky_prior.covariances, ["cat"],
+                                 patch_prior.fingerprint(load_image("cat", None).values[0])[None])
+    assert cat.seen(load_image("chelsea", [64, 64]).values[0]) == "cat"
+    assert cat.seen(load_image("coffee", [64, 64]).values[0]) is None
+    cfg = image_config(tmp_path, cat.save(tmp_path / "cat.npz"), **{"data.image": "chelsea"})
+    with pytest.raises(ConfigError, match="was fitted to 'cat', the same picture as the field scored here"):
+        get_learner("gp").check_config(cfg)
+
+
+def test_a_prior_file_without_fingerprints_is_refused_in_one_line(blocky_prior, tmp_path):
+    old = tmp_path / "old.npz"  # the first format named its images only
+    np.savez(old, weights=blocky_prior.weights, means=blocky_prior.means, covariances=blocky_prior.covariances,
+             trained_on=np.array('["blocky0"]'))
+    with pytest.raises(DataError, match="a patch prior from an older geostudy .* fit it again with python -m "
+                                        "geostudy.learners.gp.make_prior") as err:
+        patch_prior.PatchPrior.load(old)
+    assert str(err.value).startswith(str(old)) and "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize(("extra", "trained_on", "error", "message"), [
     ({"model.steering.pilot": "gan"}, None, ConfigError, "unknown pilot 'gan'; allowed: biharmonic, patch_prior"),
     ({"model.steering.patch_prior": None}, None, ConfigError, "pilot 'patch_prior' needs the prior's file here"),
     ({"model.steering.patch_prior": "nowhere.npz"}, None, DataError, "no such patch prior"),
-    ({}, ["camera"], ConfigError, "was fitted to 'camera', the image scored here"),
+    ({}, ["camera"], ConfigError, "was fitted to 'camera', the same picture as the field scored here (image camera)"),
     ({"data.size": [4, 4]}, None, ConfigError, "the patch prior's 6x6 patches do not fit in an image of size [4, 4]"),
 ])
 def test_bad_patch_prior_settings_are_one_line_errors(blocky_prior, tmp_path, extra, trained_on, error, message):
-    prior = patch_prior.PatchPrior(blocky_prior.weights, blocky_prior.means, blocky_prior.covariances,
-                                   trained_on or ["blocky"])
+    prior = renamed(blocky_prior, trained_on or ["blocky0"])
     cfg = image_config(tmp_path, prior.save(tmp_path / "prior.npz"), **extra)
     with pytest.raises(error) as err:
         get_learner("gp").check_config(cfg, file="configs/gp.yaml")

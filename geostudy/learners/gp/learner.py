@@ -71,8 +71,8 @@ def _hyperparameters(fitted: FittedGP) -> dict[str, Any]:
     return out
 
 
-def load_patch_prior(cfg: GpConfig, file: str | Path | None = None) -> patch_prior.PatchPrior | None:
-    """The steering pilot's patch prior, if the config asks for one; it must not have seen the image scored."""
+def load_patch_prior(cfg: GpConfig, fld: gpdata.Field, file: str | Path | None = None) -> patch_prior.PatchPrior | None:
+    """The steering pilot's patch prior, if the config asks for one; it must not have seen the field ``fld``."""
     steer = cfg.model.steering
     if cfg.model.nonstationary != "steering" or steer.pilot != "patch_prior":
         return None
@@ -81,9 +81,14 @@ def load_patch_prior(cfg: GpConfig, file: str | Path | None = None) -> patch_pri
         prior = patch_prior.PatchPrior.load(str(steer.patch_prior))
     except DataError as err:
         raise DataError(err.message, file=err.file, key=key) from None
-    if cfg.data.source == "image" and Path(str(cfg.data.image)).name in prior.trained_on:
-        raise ConfigError(f"the patch prior {steer.patch_prior} was fitted to {cfg.data.image!r}, the image scored "
-                          "here: its held-out pixels would not be held out; fit one without it", file=file, key=key)
+    seen = [Path(str(cfg.data.image)).name] if cfg.data.source == "image" else []
+    seen = [name for name in seen if name in prior.trained_on] or [
+        name for name in (prior.seen(frame) for frame in fld.values) if name is not None]
+    if seen:
+        raise ConfigError(f"the patch prior {steer.patch_prior} was fitted to {seen[0]!r}, the same picture as the "
+                          f"field scored here ({fld.name}): its held-out pixels would not be held out; fit one "
+                          "without it",
+                          file=file, key=key)
     if cfg.data.source == "image" and cfg.data.size and min(cfg.data.size) < prior.patch:
         raise ConfigError(f"the patch prior's {prior.patch}x{prior.patch} patches do not fit in an image of size "
                           f"{list(cfg.data.size)}", file=file, key=key)
@@ -111,7 +116,8 @@ class GpLearner(Learner):
                                y_dim=cfg.data.y_dim, x_dim=cfg.data.x_dim)
         elif cfg.data.source == "npy" and not Path(str(cfg.data.path)).is_file():
             gpdata.load_npy(str(cfg.data.path))
-        load_patch_prior(cfg, file)
+        if cfg.model.nonstationary == "steering" and cfg.model.steering.pilot == "patch_prior":
+            load_patch_prior(cfg, gpdata.load_field(cfg.data, cfg.seed), file)  # the field it must not have seen
 
     @staticmethod
     def _fit(cfg: GpConfig, fld: gpdata.Field, x_all: np.ndarray, obs_idx: np.ndarray,
@@ -205,7 +211,7 @@ class GpLearner(Learner):
             # The steering GP's first pilot and the biharmonic baseline are the same inpainting: run it once.
             return evaluate.biharmonic(filled, observed)
 
-        prior = load_patch_prior(cfg)
+        prior = load_patch_prior(cfg, fld)
 
         def pilot_of(stations: np.ndarray) -> np.ndarray:
             """The steering kernel's first pilot from the ``stations`` (a 2-D mask) of the first frame."""

@@ -31,6 +31,24 @@ from geostudy.errors import DataError
 
 SCALES = (0.2, 0.25, 0.3, 0.4, 0.5)  # image sizes the patches are taken at (fractions of the original)
 NOISE_SCHEDULE = tuple(np.geomspace(0.06, 0.001, 14))  # assumed noise std per round (values in [0, 1])
+# A prior must not have seen the image it restores, under any name: images are compared by content, at
+# 16x16 with the mean removed. Distinct skimage images correlate at most 0.63 there; the same picture
+# resized, renamed (cat/chelsea), with noise added or a few pixels cropped, above 0.99.
+FINGERPRINT_SIZE = 16
+SAME_IMAGE_CORRELATION = 0.95
+
+
+def fingerprint(image: np.ndarray) -> np.ndarray:
+    """``image`` (2-D; NaN where invalid) shrunk to 16x16, mean removed, unit norm, flattened."""
+    from skimage.transform import resize
+
+    image = np.asarray(image, dtype=np.float64)
+    valid = np.isfinite(image)
+    image = np.where(valid, image, image[valid].mean() if valid.any() else 0.0)
+    small = resize(image, (FINGERPRINT_SIZE, FINGERPRINT_SIZE), anti_aliasing=True).ravel()
+    small -= small.mean()
+    norm = np.linalg.norm(small)
+    return small / norm if norm > 1e-12 else small  # a flat image matches nothing
 
 
 @dataclass
@@ -41,14 +59,24 @@ class PatchPrior:
         weights: ``(K,)`` mixture weights.
         means: ``(K, patch**2)`` component means.
         covariances: ``(K, patch**2, patch**2)`` component covariances.
-        trained_on: The images the mixture was fitted to (names or file names), so that a run can
-            refuse to score a reconstruction of an image the prior has seen.
+        trained_on: The images the mixture was fitted to (names or file names).
+        fingerprints: ``(len(trained_on), 256)``: their :func:`fingerprint`, so that a run can refuse to
+            score a reconstruction of an image the prior has seen (:meth:`seen`).
     """
 
     weights: np.ndarray
     means: np.ndarray
     covariances: np.ndarray
     trained_on: list[str] = field(default_factory=list)
+    fingerprints: np.ndarray = field(default_factory=lambda: np.zeros((0, FINGERPRINT_SIZE ** 2)))
+
+    def seen(self, image: np.ndarray) -> str | None:
+        """The name of the training image that ``image`` is (by content), or None."""
+        if not len(self.fingerprints):
+            return None
+        correlation = self.fingerprints @ fingerprint(image)
+        best = int(np.argmax(correlation))
+        return self.trained_on[best] if correlation[best] >= SAME_IMAGE_CORRELATION else None
 
     @property
     def patch(self) -> int:
@@ -59,7 +87,7 @@ class PatchPrior:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as f:  # np.savez would append ".npz" to any other suffix
             np.savez(f, weights=self.weights, means=self.means, covariances=self.covariances,
-                     trained_on=np.array(json.dumps(self.trained_on)))
+                     trained_on=np.array(json.dumps(self.trained_on)), fingerprints=self.fingerprints)
         return path
 
     @classmethod
@@ -67,16 +95,23 @@ class PatchPrior:
         """Read a prior written by :meth:`save`; anything else is a one-line :class:`DataError`."""
         try:
             with np.load(path, allow_pickle=False) as z:
+                fingerprints = z["fingerprints"] if "fingerprints" in z.files else None
                 prior = cls(z["weights"], z["means"], z["covariances"], json.loads(str(z["trained_on"])))
         except FileNotFoundError:
             raise DataError("no such patch prior; make one with python -m geostudy.learners.gp.make_prior",
                             file=path) from None
         except (OSError, ValueError, KeyError) as err:
             raise DataError(f"not a patch prior written by geostudy.learners.gp.make_prior ({err})", file=path) from None
+        if fingerprints is None:  # the first format (2026-12-01) named its images only
+            raise DataError("a patch prior from an older geostudy (it does not record its images' content); "
+                            "fit it again with python -m geostudy.learners.gp.make_prior", file=path)
+        prior.fingerprints = fingerprints
         k, d = prior.means.shape if prior.means.ndim == 2 else (0, 0)
-        if not (k and prior.patch ** 2 == d and prior.weights.shape == (k,) and prior.covariances.shape == (k, d, d)):
+        if not (k and prior.patch ** 2 == d and prior.weights.shape == (k,) and prior.covariances.shape == (k, d, d)
+                and prior.fingerprints.shape == (len(prior.trained_on), FINGERPRINT_SIZE ** 2)):
             raise DataError(f"inconsistent patch prior shapes: weights {prior.weights.shape}, means "
-                            f"{prior.means.shape}, covariances {prior.covariances.shape}", file=path)
+                            f"{prior.means.shape}, covariances {prior.covariances.shape}, fingerprints "
+                            f"{prior.fingerprints.shape} of {len(prior.trained_on)} images", file=path)
         return prior
 
 
@@ -114,7 +149,8 @@ def fit_patch_prior(images: Sequence[np.ndarray], names: Sequence[str], *, patch
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # a fixed budget of EM iterations, by design
         gmm.fit(x)
-    return PatchPrior(gmm.weights_, gmm.means_, gmm.covariances_, list(names))
+    return PatchPrior(gmm.weights_, gmm.means_, gmm.covariances_, list(names),
+                      np.stack([fingerprint(image) for image in images]))
 
 
 def _patch_estimates(prior: PatchPrior, image: np.ndarray, noise_var: float) -> np.ndarray:
