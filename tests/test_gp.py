@@ -374,6 +374,33 @@ def test_lbfgs_reports_at_report_every(tmp_path):
     assert reports and reports[0] == 1
 
 
+def test_a_minibatch_svgp_uses_its_twenty_times_more_data_better_than_an_exact_gp_on_a_subsample():
+    from geostudy.learners.gp.config import ModelConfig, TrainConfig
+    from geostudy.learners.gp.model import fit_gp
+
+    def smooth(n, seed):
+        rng = np.random.default_rng(seed)
+        x = rng.random((n, 2))
+        f = np.sin(6 * x[:, 0]) * np.cos(4 * x[:, 1])
+        return x, f, f + 0.1 * rng.standard_normal(n)
+
+    x, _, y = smooth(20000, 0)
+    xq, fq, _ = smooth(500, 1)
+    svgp = fit_gp(x, y, ModelConfig(space_kernel="matern52", inference="svgp", inducing_points=64, batch_size=1024,
+                                    space_lengthscale=0.2),
+                  TrainConfig(iterations=400, lr=0.05, report_every=10**9), has_time=False, device=torch.device("cpu"),
+                  dtype=torch.float32)
+    exact = fit_gp(x[:1000], y[:1000], ModelConfig(space_kernel="matern52", inference="exact", space_lengthscale=0.2),
+                   TrainConfig(iterations=30, optim="lbfgs", report_every=10**9), has_time=False,
+                   device=torch.device("cpu"), dtype=torch.float64)
+
+    def rmse(fitted):
+        return float(np.sqrt(np.mean((fitted.predict(xq)[0] - fq) ** 2)))
+
+    # Measured: 0.013 vs 0.019; at a constant Adam step size the SVGP ends at 0.033, jumping with its batches.
+    assert rmse(svgp) < rmse(exact)
+
+
 def test_lbfgs_with_a_variational_gp_is_a_one_line_error(tmp_path):
     with pytest.raises(ConfigError, match="lbfgs"):
         get_learner("gp").run(config(train__optim="lbfgs", model__inference="svgp"), RunContext(workdir=tmp_path))

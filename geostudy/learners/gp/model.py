@@ -23,6 +23,11 @@ from geostudy.nn.training import check_finite
 # Exact GPs here are always solved by Cholesky: GPyTorch's default switches to CG above 800 points,
 # which is slower on a CPU at these sizes and approximate.
 CHOLESKY_MAX = 100_000
+# An SVGP learns from minibatches: at a constant step size its variational mean keeps jumping with the
+# batch noise. Decaying Adam's step size linearly to 2% over the run lets it settle (bench large_n field,
+# 640,000 points, 2 epochs, 256 inducing points: RMSE 0.036 at a constant 0.05, 0.0066 decayed; natural
+# gradients for the variational part gave the same 0.0066 once decayed, so plain Adam stays).
+LR_FLOOR = 0.02
 
 
 class ExactGPModel(gpytorch.models.ExactGP):
@@ -126,12 +131,14 @@ def _optimise(
     fitted: FittedGP,
     on_report: Callable[[int, bool], None],
     offset: int = 0,
+    decay: bool = False,
 ) -> int:
     """Minimise ``loss_fn`` for ``steps`` Adam steps or L-BFGS iterations; returns the steps taken.
 
     L-BFGS (strong-Wolfe line search) runs in chunks of ``report_every`` iterations so that the study
     still gets intermediate reports; its curvature history carries over between chunks, and it stops
-    early once converged.
+    early once converged. With ``decay`` Adam's step size falls linearly to :data:`LR_FLOOR` of ``lr``
+    over the ``steps``.
     """
     if optim == "lbfgs":
         opt: torch.optim.Optimizer = torch.optim.LBFGS(params, lr=1.0, max_iter=1, history_size=20,
@@ -175,11 +182,13 @@ def _optimise(
                 return done
         return done
     opt = torch.optim.Adam(params, lr=lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: max(LR_FLOOR, 1 - it / steps) if decay else 1.0)
     for it in range(steps):
         opt.zero_grad()
         adam_loss = loss_fn()
         adam_loss.backward()
         opt.step()
+        schedule.step()
         fitted.losses.append(check_finite(adam_loss, offset + it))
         last = it == steps - 1
         if (it + 1) % report_every == 0 or last:
@@ -309,7 +318,8 @@ def fit_gp(
 
     with gpytorch.settings.max_cholesky_size(CHOLESKY_MAX):
         taken = _optimise(loss_fn, params, optim=train_cfg.optim, steps=train_cfg.iterations, lr=train_cfg.lr,
-                          report_every=train_cfg.report_every, fitted=fitted, on_report=on_report)
+                          report_every=train_cfg.report_every, fitted=fitted, on_report=on_report,
+                          decay=inference == "svgp")
         if xh is not xt:
             model.set_train_data(xt, yt, strict=False)  # type: ignore[operator]
             if train_cfg.refine_steps:
