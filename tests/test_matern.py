@@ -324,6 +324,47 @@ def test_shuffling_nodes_or_replicates_does_not_change_the_estimate():
     assert not torch.allclose(estimate(other), base, atol=1e-4)
 
 
+# -- interval calibration ----------------------------------------------------------------------------------
+
+
+def test_the_conformal_shift_is_the_finite_sample_quantile_of_the_misses():
+    from geostudy.learners.matern.calibrate import conformal_shift
+
+    interval = np.tile([[0.0, 1.0]], (9, 1, 1))  # (9 fields, 1 parameter, lo/hi)
+    truth = np.array([[-0.3], [1.2], [0.5], [0.1], [1.05], [0.9], [-0.02], [0.5], [2.0]])
+    # misses max(lo - t, t - hi): 0.3, 0.2, -0.5, -0.1, 0.05, -0.1, 0.02, -0.5, 1.0; sorted:
+    # -0.5 -0.5 -0.1 -0.1 0.02 0.05 0.2 0.3 1.0. Level 0.7: rank ceil(10 * 0.7) = 7 -> 0.2.
+    assert conformal_shift(interval, truth, 0.7) == pytest.approx([0.2])
+    assert conformal_shift(interval, truth, 0.3) == pytest.approx([-0.1])  # rank 3: the interval narrows
+    assert conformal_shift(interval, truth, 0.95) == pytest.approx([1.0])  # rank 10 > 9: the largest miss
+
+
+def test_calibrated_intervals_hold_the_truth_at_their_level_for_every_replicate_count():
+    from geostudy.learners.matern.calibrate import calibrate, replicate_counts
+    from geostudy.learners.matern.evaluate import predict, true_log_params
+
+    cfg = make_cfg(device="cpu", data={"n": 40, "m_min": 1, "m_max": 3}, eval={"level": 0.5},
+                   model={"hidden": 16, "deepsets_hidden": 16, "n_basis": 6})
+    torch.manual_seed(0)
+    model = build_model(cfg)  # untrained: its intervals span most of the prior, far wider than a 50% one
+    calibration = calibrate(model, cfg, fields=300, rng=np.random.default_rng(1))
+    assert calibration is not None and calibration.replicates == [1, 2, 3]
+    for m in (1, 2, 3):
+        test = simulate(cfg, 400, np.random.default_rng([2, m]), m=m)
+        truth = true_log_params(test, ["range"])[:, 0]
+        raw = predict(model, cfg, test)
+        fixed = calibration.apply(raw, replicate_counts(test))
+        assert raw.interval is not None and fixed.interval is not None
+
+        def coverage(interval, truth=truth):
+            return float(np.mean((truth >= interval[:, 0, 0]) & (truth <= interval[:, 0, 1])))
+
+        assert coverage(raw.interval) > 0.7, m
+        assert coverage(fixed.interval) == pytest.approx(0.5, abs=0.08), m
+        assert np.all(fixed.interval[..., 0] <= fixed.interval[..., 1])
+    assert calibrate(model, cfg, fields=0, rng=np.random.default_rng(1)) is None
+
+
 # -- learner runs: train, checkpoint, estimate -----------------------------------------------------------
 
 
@@ -354,6 +395,9 @@ def test_final_run_reports_metrics_and_saves_a_checkpoint(trained):
     assert result.files["checkpoint"] == work / "checkpoint.pt" and result.files["checkpoint"].is_file()
     ckpt = torch.load(result.files["checkpoint"], weights_only=True)
     assert ckpt["config"]["learner"] == "matern"
+    # The intervals were calibrated on fresh fields, and the checkpoint carries the shifts.
+    assert ckpt["interval_calibration"] == result.tables["interval_calibration"]
+    assert ckpt["interval_calibration"]["replicates"] == [1] and ckpt["interval_calibration"]["fields"] == 200
 
 
 def _write_points(path, coords, values, replicate=None):
@@ -390,6 +434,9 @@ def test_estimate_mode_returns_parameters_in_data_units(trained, tmp_path):
     assert metres.metrics["estimate_mle_range"] / unit.metrics["estimate_mle_range"] == pytest.approx(1000, rel=1e-2)
     summary = json.loads((tmp_path / "b" / "estimates.json").read_text())
     assert summary["coordinate_scale"] == pytest.approx(1000 * scale)
+    assert summary["interval_calibration"] == "conformal, 200 simulated fields for each replicate count 1-1"
+    range_row = summary["parameters"][0]
+    assert range_row["gnn_low"] <= range_row["gnn_high"]
     assert (tmp_path / "b" / "estimates.csv").is_file() and set(metres.files) == {"estimates_json", "estimates_csv"}
     # Two replicates through a replicate column.
     both = np.concatenate([values[0], values[1]])

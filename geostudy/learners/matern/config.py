@@ -128,12 +128,14 @@ class EvalConfig:
     mle_fields: int = 64
     mle_bounds: Literal["prior", "wide"] = "prior"
     refine_steps: int = 0  # Fisher-scoring steps on the exact likelihood from the network's estimate (refine.py)
+    calibration_fields: int = 200  # fresh fields per replicate count that calibrate the intervals (calibrate.py); 0: off
     plots: bool = True
 
     def validate(self, file: str | Path | None, prefix: str) -> None:
         check_range(self.level, f"{prefix}level", file=file, low=0, high=1, low_open=True, high_open=True)
         check_range(self.mle_fields, f"{prefix}mle_fields", file=file, low=0)
         check_range(self.refine_steps, f"{prefix}refine_steps", file=file, low=0, high=MAX_REFINE_STEPS)
+        check_range(self.calibration_fields, f"{prefix}calibration_fields", file=file, low=0)
 
 
 @dataclass

@@ -15,6 +15,7 @@ import torch
 
 from geostudy.config import to_dataclass
 from geostudy.errors import DataError
+from geostudy.learners.matern.calibrate import IntervalCalibration, replicate_counts
 from geostudy.learners.matern.config import MaternConfig
 from geostudy.learners.matern.evaluate import predict, refine, run_mle
 from geostudy.learners.matern.locations import MIN_POINTS, to_unit_square
@@ -30,13 +31,16 @@ def plain_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(dict(config), default=str))
 
 
-def save_checkpoint(path: Path, model: MaternEstimator, config: Mapping[str, Any]) -> Path:
-    """``torch.save`` of the state dict and the (training) config that rebuilds the model."""
-    torch.save({"format": CHECKPOINT_FORMAT, "state_dict": model.state_dict(), "config": plain_config(config)}, path)
+def save_checkpoint(path: Path, model: MaternEstimator, config: Mapping[str, Any],
+                    calibration: IntervalCalibration | None = None) -> Path:
+    """``torch.save`` of the state dict, the (training) config that rebuilds the model, its interval calibration."""
+    torch.save({"format": CHECKPOINT_FORMAT, "state_dict": model.state_dict(), "config": plain_config(config),
+                "interval_calibration": None if calibration is None else calibration.to_dict()}, path)
     return path
 
 
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[MaternEstimator, MaternConfig]:
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu"
+                    ) -> tuple[MaternEstimator, MaternConfig, IntervalCalibration | None]:
     """Rebuild the estimator saved by :func:`save_checkpoint` (``weights_only=True``: no code is run)."""
     path = Path(path)
     if not path.is_file():
@@ -57,7 +61,9 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
         first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
         raise DataError(f"checkpoint does not fit this version of the model ({first}); retrain it",
                         file=path) from None
-    return model.to(device).eval(), cfg
+    stored = ckpt.get("interval_calibration")  # absent from checkpoints written before calibration
+    calibration = IntervalCalibration.from_dict(stored) if stored else None
+    return model.to(device).eval(), cfg, calibration
 
 
 @dataclass
@@ -158,9 +164,11 @@ def estimate_csv(
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     """Apply the checkpoint to the CSV; write ``estimates.json`` and ``estimates.csv`` into ``workdir``."""
     ecfg = cfg_run.estimate
-    model, cfg = load_checkpoint(str(ecfg.checkpoint), device)
+    model, cfg, calibration = load_checkpoint(str(ecfg.checkpoint), device)
     obs = read_points(str(ecfg.csv), cfg, ecfg)
     est = predict(model, cfg, obs.fields, device=device)
+    if calibration is not None:
+        est = calibration.apply(est, replicate_counts(obs.fields))
     steps = cfg_run.eval.refine_steps
     refined = refine(cfg, obs.fields, est, steps) if steps > 0 else None
     mle = run_mle(cfg, obs.fields) if ecfg.mle else None
@@ -193,6 +201,9 @@ def estimate_csv(
         "coordinate_scale": obs.scale,
         "coordinate_origin": obs.origin.tolist(),
         "interval_level": cfg.eval.level,
+        "interval_calibration": None if calibration is None else (
+            f"conformal, {calibration.fields} simulated fields for each replicate count "
+            f"{calibration.replicates[0]}-{calibration.replicates[-1]}"),
         "gnn_seconds": est.seconds,
         "refine_steps": steps,
         "refined_seconds": refined.seconds if refined is not None else None,

@@ -12,6 +12,7 @@ import numpy as np
 
 from geostudy.errors import DataError
 from geostudy.learners.base import Learner, RunContext, RunResult
+from geostudy.learners.matern.calibrate import calibrate, replicate_counts
 from geostudy.learners.matern.config import MaternConfig
 from geostudy.learners.matern.estimate import estimate_csv, save_checkpoint
 from geostudy.learners.matern.evaluate import (
@@ -102,10 +103,19 @@ class MaternLearner(Learner):
         history = train(cfg, model, ctx, evaluate, rng=np.random.default_rng([cfg.seed, 0]), device=device)
         metrics.update(last)
         metrics["train_seconds"] = time.perf_counter() - t0
+        calibration = calibrate(model, cfg, fields=cfg.eval.calibration_fields, rng=np.random.default_rng([cfg.seed, 3]),
+                                device=device)
+        if calibration is not None:
+            ctx.log(f"calibrated the {cfg.eval.level:.0%} intervals on {calibration.fields} fresh fields per replicate "
+                    f"count {calibration.replicates[0]}-{calibration.replicates[-1]}")
+            if val_est:
+                val_est[0] = calibration.apply(val_est[0], replicate_counts(val))
+                metrics.update(param_metrics(val_est[0], val_truth, free, "val_"))
         metrics["param_count"] = float(count_parameters(model))
         figures: dict[str, Any] = {}
         files: dict[str, Path] = {}
-        tables: dict[str, Any] = {"history": history, "free_parameters": free}
+        tables: dict[str, Any] = {"history": history, "free_parameters": free,
+                                  "interval_calibration": None if calibration is None else calibration.to_dict()}
         if not ctx.final:
             timing = predict(model, cfg, val, device=device)  # graphs built inside: the full cost
             metrics["seconds_per_field"] = timing.seconds / len(val)
@@ -117,6 +127,8 @@ class MaternLearner(Learner):
         test_truth = true_log_params(test, free)
         est = predict(model, cfg, test, device=device)
         metrics["seconds_per_field"] = est.seconds / len(test)
+        if calibration is not None:
+            est = calibration.apply(est, replicate_counts(test))
         metrics.update(param_metrics(est, test_truth, free, "test_"))
         refined = None
         if cfg.eval.refine_steps > 0:
@@ -144,7 +156,7 @@ class MaternLearner(Learner):
                 )
         workdir = Path(ctx.workdir)
         workdir.mkdir(parents=True, exist_ok=True)
-        files["checkpoint"] = save_checkpoint(workdir / "checkpoint.pt", model, config)
+        files["checkpoint"] = save_checkpoint(workdir / "checkpoint.pt", model, config, calibration)
         return RunResult(metrics=metrics, figures=figures, files=files, tables=tables)
 
 
