@@ -81,14 +81,13 @@ def load_patch_prior(cfg: GpConfig, fld: gpdata.Field, file: str | Path | None =
         prior = patch_prior.PatchPrior.load(str(steer.patch_prior))
     except DataError as err:
         raise DataError(err.message, file=err.file, key=key) from None
-    seen = [Path(str(cfg.data.image)).name] if cfg.data.source == "image" else []
-    seen = [name for name in seen if name in prior.trained_on] or [
-        name for name in (prior.seen(frame) for frame in fld.values) if name is not None]
-    if seen:
-        raise ConfigError(f"the patch prior {steer.patch_prior} was fitted to {seen[0]!r}, the same picture as the "
+    seen = Path(str(cfg.data.image)).name if cfg.data.source == "image" else None
+    if seen not in prior.trained_on:  # by name, else by content (a copy, a resize, skimage's cat as chelsea)
+        seen = next((name for name in map(prior.seen, fld.values) if name is not None), None)
+    if seen is not None:
+        raise ConfigError(f"the patch prior {steer.patch_prior} was fitted to {seen!r}, the same picture as the "
                           f"field scored here ({fld.name}): its held-out pixels would not be held out; fit one "
-                          "without it",
-                          file=file, key=key)
+                          "without it", file=file, key=key)
     if cfg.data.source == "image" and cfg.data.size and min(cfg.data.size) < prior.patch:
         raise ConfigError(f"the patch prior's {prior.patch}x{prior.patch} patches do not fit in an image of size "
                           f"{list(cfg.data.size)}", file=file, key=key)

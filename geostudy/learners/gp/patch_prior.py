@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -67,8 +67,8 @@ class PatchPrior:
     weights: np.ndarray
     means: np.ndarray
     covariances: np.ndarray
-    trained_on: list[str] = field(default_factory=list)
-    fingerprints: np.ndarray = field(default_factory=lambda: np.zeros((0, FINGERPRINT_SIZE ** 2)))
+    trained_on: list[str]
+    fingerprints: np.ndarray
 
     def seen(self, image: np.ndarray) -> str | None:
         """The name of the training image that ``image`` is (by content), or None."""
@@ -96,7 +96,8 @@ class PatchPrior:
         try:
             with np.load(path, allow_pickle=False) as z:
                 fingerprints = z["fingerprints"] if "fingerprints" in z.files else None
-                prior = cls(z["weights"], z["means"], z["covariances"], json.loads(str(z["trained_on"])))
+                prior = cls(z["weights"], z["means"], z["covariances"], json.loads(str(z["trained_on"])),
+                            np.zeros((0, FINGERPRINT_SIZE ** 2)) if fingerprints is None else fingerprints)
         except FileNotFoundError:
             raise DataError("no such patch prior; make one with python -m geostudy.learners.gp.make_prior",
                             file=path) from None
@@ -105,7 +106,6 @@ class PatchPrior:
         if fingerprints is None:  # the first format (2026-12-01) named its images only
             raise DataError("a patch prior from an older geostudy (it does not record its images' content); "
                             "fit it again with python -m geostudy.learners.gp.make_prior", file=path)
-        prior.fingerprints = fingerprints
         k, d = prior.means.shape if prior.means.ndim == 2 else (0, 0)
         if not (k and prior.patch ** 2 == d and prior.weights.shape == (k,) and prior.covariances.shape == (k, d, d)
                 and prior.fingerprints.shape == (len(prior.trained_on), FINGERPRINT_SIZE ** 2)):
