@@ -69,8 +69,8 @@ from geostudy.nn.device import resolve_device
 # Stop 16, other classical reconstructions on the same masks (camera / astronaut / coins), none kept:
 # plug-and-play BM3D (the `bm3d` package, 20 rounds, noise 0.1 -> 0.01, stations put back) 0.949x /
 # 0.959x / 0.932x (40 rounds from 0.2: 1.006x, worse); as the steering pilot 0.943x / 0.906x on camera
-# / astronaut (patch prior: 0.946x / 0.916x); the mean of that GP and the BM3D reconstruction 0.933x on
-# camera, the best seen, still short, and BM3D is licensed for non-commercial use only. Per-patch
+# / astronaut (patch prior: 0.946x / 0.916x); the mean of the patch-prior GP and the BM3D reconstruction
+# 0.933x on camera, the best seen, still short, and BM3D is licensed for non-commercial use only. Per-patch
 # Gaussian conditioning on the stations (PLE-style, one pass, raw 8x8 patches, prior at one or three
 # scales) 1.02-1.05x; OpenCV's frequency-selective reconstruction (xphoto FSR) 1.05x fast, 1.40x best.
 PRIOR_IMAGES = ("brick", "cat", "cell", "clock", "coffee", "grass", "gravel", "hubble_deep_field",
