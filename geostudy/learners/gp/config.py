@@ -152,6 +152,11 @@ class ModelConfig:
     nonstationary: str = "none"
     steering: SteeringConfig = field(default_factory=SteeringConfig)
 
+    @property
+    def uses_patch_prior(self) -> bool:
+        """Whether the steering kernel's pilot comes from a patch prior file."""
+        return self.nonstationary == "steering" and self.steering.pilot == "patch_prior"
+
     def validate(self, file: str | Path | None, prefix: str) -> None:
         try:
             check_kernel_name(self.space_kernel, f"{prefix}space_kernel")

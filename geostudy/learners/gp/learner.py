@@ -74,7 +74,7 @@ def _hyperparameters(fitted: FittedGP) -> dict[str, Any]:
 def load_patch_prior(cfg: GpConfig, fld: gpdata.Field, file: str | Path | None = None) -> patch_prior.PatchPrior | None:
     """The steering pilot's patch prior, if the config asks for one; it must not have seen the field ``fld``."""
     steer = cfg.model.steering
-    if cfg.model.nonstationary != "steering" or steer.pilot != "patch_prior":
+    if not cfg.model.uses_patch_prior:
         return None
     key = "model.steering.patch_prior"
     try:
@@ -110,13 +110,14 @@ class GpLearner(Learner):
     def check_config(self, config: Mapping[str, Any], *, file: str | Path | None = None) -> None:
         cfg = self.parse_config(config, file=file)
         resolve_device(cfg.device)
-        if cfg.data.source == "netcdf":  # fail before a study starts, not in every trial
+        # Fail before a study starts, not in every trial.
+        if cfg.model.uses_patch_prior:  # the whole field: the prior must not have seen it
+            load_patch_prior(cfg, gpdata.load_field(cfg.data, cfg.seed), file)
+        elif cfg.data.source == "netcdf":
             gpdata.load_netcdf(str(cfg.data.path), str(cfg.data.variable), time_dim=cfg.data.time_dim,
                                y_dim=cfg.data.y_dim, x_dim=cfg.data.x_dim)
         elif cfg.data.source == "npy" and not Path(str(cfg.data.path)).is_file():
             gpdata.load_npy(str(cfg.data.path))
-        if cfg.model.nonstationary == "steering" and cfg.model.steering.pilot == "patch_prior":
-            load_patch_prior(cfg, gpdata.load_field(cfg.data, cfg.seed), file)  # the field it must not have seen
 
     @staticmethod
     def _fit(cfg: GpConfig, fld: gpdata.Field, x_all: np.ndarray, obs_idx: np.ndarray,
