@@ -340,7 +340,7 @@ def test_the_conformal_shift_is_the_finite_sample_quantile_of_the_misses():
 
 
 def test_calibrated_intervals_hold_the_truth_at_their_level_for_every_replicate_count():
-    from geostudy.learners.matern.calibrate import calibrate, replicate_counts
+    from geostudy.learners.matern.calibrate import calibrate
     from geostudy.learners.matern.evaluate import predict, true_log_params
 
     cfg = make_cfg(device="cpu", data={"n": 40, "m_min": 1, "m_max": 3}, eval={"level": 0.5},
@@ -353,7 +353,7 @@ def test_calibrated_intervals_hold_the_truth_at_their_level_for_every_replicate_
         test = simulate(cfg, 400, np.random.default_rng([2, m]), m=m)
         truth = true_log_params(test, ["range"])[:, 0]
         raw = predict(model, cfg, test)
-        fixed = calibration.apply(raw, replicate_counts(test))
+        fixed = calibration.apply(raw, test)
         assert raw.interval is not None and fixed.interval is not None
 
         def coverage(interval, truth=truth):

@@ -43,11 +43,11 @@ class IntervalCalibration:
         k = int(np.argmin([abs(m - r) for r in self.replicates]))
         return self.shift[k]
 
-    def apply(self, est: Estimates, replicates: list[int] | np.ndarray) -> Estimates:
-        """``est`` with each field's intervals moved by the shifts of its replicate count."""
+    def apply(self, est: Estimates, fields: FieldSet) -> Estimates:
+        """``est`` (of ``fields``) with each field's intervals moved by the shifts of its replicate count."""
         if est.interval is None:
             return est
-        shift = np.stack([self.shift_for(int(m)) for m in replicates])  # (B, P)
+        shift = np.stack([self.shift_for(values.shape[0]) for values in fields.values])  # (B, P)
         lo, hi = est.interval[..., 0], est.interval[..., 1]
         middle = (lo + hi) / 2  # a shift that narrows more than the width leaves an empty interval: keep a point
         interval = np.stack([np.minimum(lo - shift, middle), np.maximum(hi + shift, middle)], axis=-1)
@@ -61,10 +61,6 @@ class IntervalCalibration:
     def from_dict(cls, data: dict[str, Any]) -> IntervalCalibration:
         return cls(list(data["replicates"]), np.asarray(data["shift"], dtype=np.float64), float(data["level"]),
                    int(data["fields"]))
-
-
-def replicate_counts(fields: FieldSet) -> list[int]:
-    return [int(v.shape[0]) for v in fields.values]
 
 
 def conformal_shift(interval: np.ndarray, truth: np.ndarray, level: float) -> np.ndarray:

@@ -15,7 +15,7 @@ import torch
 
 from geostudy.config import to_dataclass
 from geostudy.errors import DataError
-from geostudy.learners.matern.calibrate import IntervalCalibration, replicate_counts
+from geostudy.learners.matern.calibrate import IntervalCalibration
 from geostudy.learners.matern.config import MaternConfig
 from geostudy.learners.matern.evaluate import predict, refine, run_mle
 from geostudy.learners.matern.locations import MIN_POINTS, to_unit_square
@@ -168,7 +168,7 @@ def estimate_csv(
     obs = read_points(str(ecfg.csv), cfg, ecfg)
     est = predict(model, cfg, obs.fields, device=device)
     if calibration is not None:
-        est = calibration.apply(est, replicate_counts(obs.fields))
+        est = calibration.apply(est, obs.fields)
     steps = cfg_run.eval.refine_steps
     refined = refine(cfg, obs.fields, est, steps) if steps > 0 else None
     mle = run_mle(cfg, obs.fields) if ecfg.mle else None

@@ -12,7 +12,7 @@ import numpy as np
 
 from geostudy.errors import DataError
 from geostudy.learners.base import Learner, RunContext, RunResult
-from geostudy.learners.matern.calibrate import calibrate, replicate_counts
+from geostudy.learners.matern.calibrate import calibrate
 from geostudy.learners.matern.config import MaternConfig
 from geostudy.learners.matern.estimate import estimate_csv, save_checkpoint
 from geostudy.learners.matern.evaluate import (
@@ -109,7 +109,7 @@ class MaternLearner(Learner):
             ctx.log(f"calibrated the {cfg.eval.level:.0%} intervals on {calibration.fields} fresh fields per replicate "
                     f"count {calibration.replicates[0]}-{calibration.replicates[-1]}")
             if val_est:
-                val_est[0] = calibration.apply(val_est[0], replicate_counts(val))
+                val_est[0] = calibration.apply(val_est[0], val)
                 metrics.update(param_metrics(val_est[0], val_truth, free, "val_"))
         metrics["param_count"] = float(count_parameters(model))
         figures: dict[str, Any] = {}
@@ -128,7 +128,7 @@ class MaternLearner(Learner):
         est = predict(model, cfg, test, device=device)
         metrics["seconds_per_field"] = est.seconds / len(test)
         if calibration is not None:
-            est = calibration.apply(est, replicate_counts(test))
+            est = calibration.apply(est, test)
         metrics.update(param_metrics(est, test_truth, free, "test_"))
         refined = None
         if cfg.eval.refine_steps > 0:
