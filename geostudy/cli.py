@@ -92,10 +92,12 @@ def _run(args: argparse.Namespace) -> int:
     config_file = Path(args.config)
     config = load_yaml(config_file)
     learner = get_learner(config.get("learner"), file=config_file)
+    config = learner.with_defaults(config)  # --set reaches every documented key, not only the file's
     config = apply_overrides(config, parse_set(args.overrides), source="--set")
     learner.check_config(config, file=config_file)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = Path(args.out) if args.out else Path("out") / "runs" / f"{config_file.stem}-{stamp}"
+    check_out_dir(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     dump_yaml(config, out_dir / "config.yaml")
 
@@ -120,6 +122,25 @@ def _run(args: argparse.Namespace) -> int:
     print(f"\nwrote {out_dir}/config.yaml, metrics.json, {len(figures)} figure(s) in figures/"
           + (f", {len(result.files)} file(s)" if result.files else ""))
     return 0
+
+
+def check_out_dir(path: Path, option: str = "--out") -> None:
+    """Raise :class:`ConfigError` (one line naming ``path``) unless ``path`` is, or can become, a folder.
+
+    Checked before anything is written: an existing file, a file where a parent folder should be,
+    or a parent we may not write into would otherwise end in a traceback half-way through.
+    """
+    path = Path(path)
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        what = "is a file" if probe == path else f"cannot be created: {probe} is a file"
+        raise ConfigError(f"output folder {path} {what}; give a folder path", file=option)
+    if probe.is_dir() and not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"output folder {path} is not writable: no write permission in {probe}", file=option)
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
@@ -171,6 +192,7 @@ def _study(args: argparse.Namespace) -> int:
         raise ConfigError("the study needs an end: set n_trials or timeout in the file, or pass --n-trials/--timeout",
                           file=spec.file, key="n_trials")
     out_dir = Path(args.out)
+    check_out_dir(out_dir)
     # A --jobs child gets the URL through the environment: a password never shows in `ps`.
     storage_url = args.storage or os.environ.get(STORAGE_ENV) or default_storage_url(out_dir, spec.name)
     if args.storage:

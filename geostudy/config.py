@@ -50,6 +50,23 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` laid over ``base``: mappings merge key by key, any other value of ``over`` replaces.
+
+    This is how a user's config meets its learner's defaults (``configs/<learner>.yaml``): a short
+    file names only what differs, and every documented key still exists in the merged whole, so
+    ``--set`` and a study's ``space`` can reach it. Lists are values, not merged element-wise.
+    Neither input is changed.
+    """
+    out = copy.deepcopy(dict(base))
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
 def dump_yaml(data: Mapping[str, Any], path: str | Path) -> None:
     """Write a config as YAML, keys in their original order."""
     Path(path).write_text(yaml.safe_dump(dict(data), sort_keys=False), encoding="utf-8")

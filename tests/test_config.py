@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import pytest
+import yaml
 
 from geostudy.config import apply_overrides, load_yaml, parse_set, to_dataclass
 from geostudy.errors import ConfigError
@@ -89,3 +90,91 @@ def test_to_dataclass_errors_name_the_key(data, key, words):
         to_dataclass(Cfg, data, file="c.yaml")
     line = err.value.one_line()
     assert f"key '{key}'" in line and words in line and line.startswith("c.yaml")
+
+
+# --------------------------------------------------------------------------------------------------
+# A user's config laid over the learner's defaults
+
+
+def test_deep_merge_merges_mappings_and_replaces_the_rest():
+    from geostudy.config import deep_merge
+
+    base = {"a": 1, "m": {"x": 1, "y": [1, 2], "n": {"p": 1, "q": 2}}, "l": [1, 2]}
+    over = {"m": {"y": [3], "n": {"q": 5}}, "l": [9], "b": None}
+    out = deep_merge(base, over)
+    assert out == {"a": 1, "m": {"x": 1, "y": [3], "n": {"p": 1, "q": 5}}, "l": [9], "b": None}
+    assert base["m"]["n"]["q"] == 2 and over == {"m": {"y": [3], "n": {"q": 5}}, "l": [9], "b": None}
+
+
+def _omitted_leaf(defaults: dict) -> tuple[str, object]:
+    """A documented leaf key, inside a section where there are any, of the defaults (what a short user file leaves out)."""
+    from geostudy.config import flat_keys, get_path
+
+    leaves = [k for k in flat_keys(defaults) if k not in ("learner", "seed") and not isinstance(get_path(defaults, k), dict)]
+    key = next((k for k in leaves if "." in k), leaves[0])  # a flat config (toy) has top-level leaves only
+    return key, get_path(defaults, key)
+
+
+def _learners() -> list[str]:
+    from geostudy.learners import list_learners
+
+    return list_learners()
+
+
+@pytest.mark.parametrize("name", _learners())
+def test_short_user_config_accepts_set_of_a_key_it_omits(name, tmp_path, monkeypatch, capsys):
+    """run.py lays a short config over configs/<learner>.yaml, so --set reaches keys the file leaves out."""
+    from pathlib import Path
+
+    from geostudy.cli import run_main
+    from geostudy.config import dump_yaml, flat_keys
+    from geostudy.errors import DataError
+    from geostudy.learners import RunResult, get_learner
+    from tests.conftest import SHARED_DATA
+
+    learner = get_learner(name)
+    defaults = learner.default_config()
+    key, value = _omitted_leaf(defaults)
+    short = tmp_path / "mine.yaml"
+    dump_yaml({"learner": name, "seed": 7}, short)
+    seen: list[dict] = []
+
+    def fake_run(self, config, ctx):  # the merge is under test, not the training
+        seen.append(config)
+        return RunResult(metrics={m: 0.0 for m in self.metrics})
+
+    monkeypatch.setattr(type(learner), "run", fake_run)
+    try:
+        learner.check_config(defaults)
+    except DataError as err:  # a default that reads ../shared/data: skip cleanly where it is absent
+        if err.file and Path(err.file).resolve().is_relative_to(SHARED_DATA.resolve()) and not SHARED_DATA.is_dir():
+            pytest.skip(f"{err.file} is absent")
+        raise
+    text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+    code = run_main(["--config", str(short), "--set", f"{key}={text}", "--out", str(tmp_path / "run"), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    (config,) = seen
+    assert set(flat_keys(defaults)) <= set(flat_keys(config)) and config["seed"] == 7
+    written = load_yaml(tmp_path / "run" / "config.yaml")
+    assert written["seed"] == 7 and set(flat_keys(defaults)) <= set(flat_keys(written))
+
+
+def test_short_labeling_config_in_run_and_study(tmp_path, capsys):
+    """The issue's case: a short well-log config, --set eval.figures=false, a study searching model.hidden."""
+    from geostudy.cli import run_main
+    from geostudy.config import dump_yaml
+    from geostudy.study.spec import parse_study
+
+    short = tmp_path / "wells.yaml"
+    dump_yaml({"learner": "labeling", "data": {"synthetic": {"n_lines": 4, "stations_per_line": 6, "n_depths": 4}},
+               "model": {"arch": "sage"}, "train": {"epochs": 2}, "device": "cpu"}, short)
+    assert run_main(["--config", str(short), "--set", "eval.figures=false", "model.hidden=8", "--out",
+                     str(tmp_path / "run"), "--quiet"]) == 0, capsys.readouterr().err
+    written = load_yaml(tmp_path / "run" / "config.yaml")
+    assert written["eval"]["figures"] is False and written["model"]["arch"] == "sage" and written["optim"]["lr"] == 0.01
+    study = tmp_path / "s.yaml"
+    dump_yaml({"learner": "labeling", "config": str(short), "metrics": ["val_f1_macro"], "n_trials": 1,
+               "space": {"model.hidden": {"type": "int", "low": 4, "high": 8}}}, study)
+    spec = parse_study(study, {"eval.figures": False})
+    config = spec.config_for({"model.hidden": 5})
+    assert config["model"]["hidden"] == 5 and config["model"]["arch"] == "sage" and config["eval"]["figures"] is False

@@ -206,3 +206,27 @@ def test_real_entry_points_error_without_traceback(cli, tmp_path):
     assert "no study named 'no_such_study'" in proc.stderr
     proc = cli("run.py", "--config", str(tmp_path / "missing.yaml"))
     assert proc.returncode == 2 and "file not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("where", ["file", "below_file"])
+def test_out_that_is_a_file_is_one_line_exit_2(where, tmp_path, root, write_study, capsys):
+    blocker = tmp_path / "taken.txt"
+    blocker.write_text("not a folder")
+    out = blocker if where == "file" else blocker / "sub"
+    assert run_main(["--config", str(root / "configs" / "toy.yaml"), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: --out") and str(out) in err
+    study = write_study(toy_study(n_trials=1))
+    assert study_main(["--study", str(study), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: --out") and str(out) in err
+    assert blocker.read_text() == "not a folder"
+
+
+def test_out_on_a_file_through_the_real_entry_points(cli, tmp_path):
+    blocker = tmp_path / "taken.txt"
+    blocker.write_text("x")
+    for script, args in (("run.py", ["--config", "configs/toy.yaml"]), ("optuna_hyper.py", ["--study", "toy_quick"])):
+        proc = cli(script, *args, "--out", str(blocker))
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+        assert str(blocker) in proc.stderr

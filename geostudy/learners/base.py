@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from geostudy.config import load_yaml, to_dataclass
+from geostudy.config import deep_merge, load_yaml, to_dataclass
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -100,6 +100,13 @@ class Learner(ABC):
 
     def default_config(self) -> dict[str, Any]:
         return load_yaml(self.default_config_path())
+
+    def with_defaults(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """``config`` (a user's file, possibly short) merged over this learner's default config.
+
+        See :func:`geostudy.config.deep_merge`; a fully resolved config comes back unchanged.
+        """
+        return deep_merge(self.default_config(), config)
 
     def parse_config(self, config: Mapping[str, Any], *, file: str | Path | None = None) -> Any:
         """Typed view of ``config`` (the ``config_class`` instance), validated."""

@@ -134,9 +134,10 @@ def parse_study(path: Path, overrides: Mapping[str, Any] | None = None) -> Study
     if not config_file.is_file():
         raise ConfigError(f"config file not found: {config_file}", file=path, key="config")
     base = load_yaml(config_file)
-    if base.get("learner") != learner.name:
+    if base.get("learner", learner.name) != learner.name:
         raise ConfigError(f"config {config_file} is for learner {base.get('learner')!r}, but the study's learner is "
                           f"{learner.name!r}", file=path, key="config")
+    base = learner.with_defaults(base)  # a short user config still has every documented key
 
     fixed_raw = raw.get("set") or {}
     if not isinstance(fixed_raw, Mapping):
