@@ -312,7 +312,7 @@ def test_csv_end_to_end_with_edge_file(tmp_path: Path) -> None:
     learner.check_config(cfg)
     result = learner.run(cfg, RunContext(workdir=tmp_path, final=True))
     preds = pd.read_csv(result.files["predictions"], keep_default_na=False)
-    assert preds["id"].tolist() == frame["pid"].tolist()
+    assert preds["pid"].tolist() == frame["pid"].tolist()  # the id column under its own name
     assert set(preds["predicted"]) <= {"clay", "gravel", "sand"}
     assert {"prob_clay", "prob_gravel", "prob_sand"} <= set(preds.columns)
     assert result.tables["num_edges"] == 2 * (n - 1)
@@ -328,3 +328,210 @@ def test_nonfinite_loss_fails_cleanly(tmp_path: Path) -> None:
                          "train.class_weights": "none", "optim.weight_decay": 0.0})
     with pytest.raises(NonFiniteLossError, match="loss became"):
         get_learner("labeling").run(cfg, RunContext(workdir=tmp_path))
+
+
+# --------------------------------------------------------------------------------------------------
+# Well logs: missing values, derived features, classes, per-group results (issue 23)
+
+
+def write_wells(path: Path, rows: list[dict[str, Any]]) -> Path:
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def well_cfg(path: Path, **kw: Any) -> CsvConfig:
+    base = dict(nodes=str(path), coords=["depth"], features=["gr"], label="facies", group="well")
+    base.update(kw)
+    return CsvConfig(**base)
+
+
+def two_wells(path: Path) -> Path:
+    """Well A: gr = 10 * depth with gaps at depths 2-3 and at the top; well B: gr around 1000, one gap."""
+    nan = float("nan")
+    rows = [{"well": "A", "depth": d, "gr": (nan if d in (0, 2, 3) else 10.0 * d), "facies": 1 + d % 2}
+            for d in range(6)]
+    rows += [{"well": "B", "depth": d + 0.5, "gr": (nan if d == 1 else 1000.0 + d), "facies": 1 + d % 2}
+             for d in range(4)]
+    return write_wells(path, rows)
+
+
+def test_impute_interpolates_within_the_well_only(tmp_path: Path) -> None:
+    s = load_csv(well_cfg(two_wells(tmp_path / "w.csv")))
+    gr = s.select(["gr"])[:, 0]
+    a, b = s.groups == "A", s.groups == "B"
+    # A: depths 2 and 3 lie between valid samples at 1 (10) and 4 (40): linear interpolation.
+    np.testing.assert_allclose(gr[a], [40.0, 10.0, 20.0, 30.0, 40.0, 50.0])
+    # ... and depth 0, above the first valid sample, takes A's median of its valid values (10, 40, 50) = 40 —
+    # never a value of well B, whose samples lie at depths in between.
+    # B: depth 1.5 between 1000 (0.5) and 1002 (2.5).
+    np.testing.assert_allclose(gr[b], [1000.0, 1001.0, 1002.0, 1003.0])
+    assert s.imputed == 4
+    # The indicator: 1 exactly where a value was filled.
+    assert s.feature_names == ["gr", "gr_missing"]
+    np.testing.assert_array_equal(s.select(["gr_missing"])[:, 0], [1, 0, 1, 1, 0, 0, 0, 1, 0, 0])
+    no_flag = load_csv(well_cfg(tmp_path / "w.csv", missing_indicator=False))
+    assert no_flag.feature_names == ["gr"]
+
+
+def test_impute_group_then_global_median(tmp_path: Path) -> None:
+    from geostudy.learners.labeling.missing import impute
+    from geostudy.learners.labeling.sequences import build_sequences
+
+    nan = float("nan")
+    coords = np.array([[0.0], [1.0], [2.0], [0.0], [1.0], [0.0], [1.0]])
+    groups = np.array(["A", "A", "A", "B", "B", "C", "C"])
+    values = np.array([[nan], [4.0], [nan], [nan], [nan], [7.0], [9.0]])
+    out = impute(values, build_sequences(coords, groups), groups)
+    # A: both gaps are at an end -> A's median (4); B has nothing -> the global median of (4, 7, 9) = 7.
+    np.testing.assert_allclose(out.values[:, 0], [4.0, 4.0, 4.0, 7.0, 7.0, 7.0, 9.0])
+    assert out.count == 4 and out.missing[:, 0].tolist() == [True, False, True, True, True, False, False]
+
+
+def test_missing_error_mode_lists_column_count_and_rows(tmp_path: Path) -> None:
+    path = two_wells(tmp_path / "w.csv")
+    with pytest.raises(DataError) as err:
+        load_csv(well_cfg(path, missing="error"))
+    text = err.value.one_line()
+    # Rows are file line numbers (header = 1): A's depths 0, 2, 3 are lines 2, 4, 5; B's depth 1.5 is line 9.
+    assert "column 'gr' has 4 missing value(s), at rows 2, 4, 5, 9 (line numbers)" in text
+    assert "w.csv" in text and "data.csv.missing" in text and "np." not in text and "\n" not in text
+    dropped = load_csv(well_cfg(path, missing="drop_rows"))
+    assert dropped.num_nodes == 6 and not np.isnan(dropped.features).any() and dropped.imputed == 0
+    assert dropped.ids.tolist() == [1, 4, 5, 6, 8, 9]  # the row numbers of the rows kept
+
+
+def test_derived_features_hand_computed_and_restart_at_each_group() -> None:
+    from geostudy.learners.labeling.derived import derive
+    from geostudy.learners.labeling.sequences import build_sequences
+
+    # Two wells, rows shuffled: W1 at depths 0, 1, 2, 4 with v = 1, 3, 7, 9; W2 at depths 0, 2 with v = 100, 104.
+    depth = np.array([2.0, 0.0, 0.0, 4.0, 1.0, 2.0])
+    groups = np.array(["W1", "W1", "W2", "W1", "W1", "W2"])
+    v = np.array([[7.0], [1.0], [100.0], [9.0], [3.0], [104.0]])
+    seqs = build_sequences(depth[:, None], groups)
+    names = ["v_diff", "v_grad", "v_mean3", "v_std3", "relpos", "v_mean2"]
+    out = derive(names, v, ["v"], seqs)
+    w1 = [1, 4, 0, 3]  # rows of W1 in depth order
+    w2 = [2, 5]
+    col = {n: out[:, i] for i, n in enumerate(names)}
+    np.testing.assert_allclose(col["v_diff"][w1], [0, 2, 4, 2])
+    np.testing.assert_allclose(col["v_diff"][w2], [0, 4])  # restarts: no 100 - 9
+    # gradient against depth: ends one-sided, inside numpy.gradient's non-uniform central difference.
+    np.testing.assert_allclose(col["v_grad"][w1], np.gradient([1.0, 3, 7, 9], [0.0, 1, 2, 4]))
+    np.testing.assert_allclose(col["v_grad"][w2], [2.0, 2.0])
+    np.testing.assert_allclose(col["v_mean3"][w1], [2, 11 / 3, 19 / 3, 8])
+    np.testing.assert_allclose(col["v_mean3"][w2], [102, 102])
+    np.testing.assert_allclose(col["v_std3"][w1], [1, np.std([1, 3, 7]), np.std([3, 7, 9]), 1])
+    np.testing.assert_allclose(col["v_mean2"][w1], [1, 2, 5, 8])  # window: 1 before, 0 after
+    np.testing.assert_allclose(col["relpos"][w1], [0, 1 / 3, 2 / 3, 1])
+    np.testing.assert_allclose(col["relpos"][w2], [0, 1])
+
+
+def test_derived_feature_names_are_checked_and_usable() -> None:
+    learner = get_learner("labeling")
+    cfg = tiny_config(**{"data.derived": ["log_cond_grad", "log_cond_mean3", "relpos"],
+                         "data.features": "log_cond+log_cond_grad+relpos", "eval.figures": False})
+    result = learner.run(cfg, RunContext(workdir=Path(".")))
+    assert result.tables["features"] == ["log_cond", "log_cond_grad", "relpos"]
+    for bad, words in [(["log_cond_mean"], "window"), (["gamma_grad"], "unknown feature 'gamma'"),
+                       (["log_cond_median3"], "not a derived feature")]:
+        with pytest.raises(ConfigError, match=words):
+            learner.check_config(tiny_config(**{"data.derived": bad}))
+    with pytest.raises(ConfigError, match="unknown feature 'relpos'"):
+        learner.check_config(tiny_config(**{"data.features": ["log_cond", "relpos"]}))
+
+
+def facies_table(path: Path, n_wells: int = 4, n: int = 20, extra: dict[str, int] | None = None) -> Path:
+    """Wells W1..Wn with gr tracking facies 1/2/3 in layers; ``extra`` puts code 9 into one well."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for w in range(n_wells):
+        for d in range(n):
+            facies = 1 + (d * 3) // n
+            rows.append({"uwi": f"id{w}-{d}", "well": f"W{w + 1}", "depth": 100.0 + d, "facies": facies,
+                         "gr": 20.0 * facies + rng.normal(0, 3), "rt": rng.normal(0, 1)})
+    frame = pd.DataFrame(rows)
+    for well, count in (extra or {}).items():
+        frame.loc[frame.index[frame["well"] == well][:count], "facies"] = 9
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_unknown_class_code_error_or_unlabeled(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = facies_table(tmp_path / "f.csv", extra={"W2": 3})
+    classes = {1: "SS", 2: "CSiS", 3: "FSiS"}
+    with pytest.raises(DataError) as err:
+        load_csv(well_cfg(path, features=["gr"], classes=classes))
+    text = err.value.one_line()
+    assert "'9' outside data.csv.classes (3 row(s), at rows 22, 23, 24)" in text and "allowed: 1, 2, 3" in text
+    with caplog.at_level("WARNING", logger="geostudy"):
+        s = load_csv(well_cfg(path, features=["gr"], classes=classes, unknown_labels="unlabeled"))
+    assert s.class_names == ["SS", "CSiS", "FSiS"] and s.class_codes == ["1", "2", "3"]
+    assert (s.labels == -1).sum() == 3 and "3 label(s) with code(s) '9'" in caplog.text
+    # A fixed list keeps a class that no well holds.
+    s = load_csv(well_cfg(facies_table(tmp_path / "g.csv"), features=["gr"], classes=[1, 2, 3, 4]))
+    assert s.class_names == ["1", "2", "3", "4"]
+
+
+def test_class_only_outside_training_is_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = facies_table(tmp_path / "f.csv", extra={"W4": 2})
+    cfg = tiny_config(**{"data.source": "csv", "data.csv.nodes": str(path), "data.csv.coords": ["depth"],
+                         "data.csv.features": ["gr", "rt"], "data.csv.label": "facies", "data.csv.group": "well",
+                         "graph.method": "knn", "graph.k": 2, "split.mode": "explicit", "split.train": ["W1", "W2"],
+                         "split.val": ["W3"], "eval.figures": False})
+    with caplog.at_level("WARNING", logger="geostudy"):
+        result = get_learner("labeling").run(cfg, RunContext(workdir=tmp_path))
+    assert "class(es) '9' appear only outside the training groups" in caplog.text
+    assert any("'9'" in w for w in result.tables["warnings"])
+
+
+def test_well_table_end_to_end_per_group_metrics_and_predictions(tmp_path: Path) -> None:
+    path = facies_table(tmp_path / "f.csv", n_wells=5)
+    frame = pd.read_csv(path)
+    frame.loc[5:9, "gr"] = np.nan  # a log missing over an interval of W1
+    frame.loc[30, "facies"] = np.nan  # an unlabeled sample in W2
+    frame.to_csv(path, index=False)
+    cfg = tiny_config(**{"data.source": "csv", "data.csv.nodes": str(path), "data.csv.id": "uwi",
+                         "data.csv.coords": ["depth"], "data.csv.features": ["gr", "rt"], "data.csv.label": "facies",
+                         "data.csv.group": "well", "data.csv.classes": {1: "SS", 2: "CSiS", 3: "FSiS"},
+                         "data.derived": ["gr_mean3", "relpos"], "graph.method": "lattice", "split.mode": "explicit",
+                         "split.train": ["W1", "W2"], "split.val": ["W3"], "train.epochs": 5})
+    learner = get_learner("labeling")
+    learner.check_config(cfg)
+    result = learner.run(cfg, RunContext(workdir=tmp_path, final=True))
+    assert result.metrics["imputed_values"] == 5
+    assert result.tables["features"] == ["gr", "rt", "gr_missing", "gr_mean3", "relpos"]
+    assert result.tables["num_edges"] == 2 * 5 * 19  # lattice on depth alone: consecutive samples of each well
+    rows = result.tables["per_group"]
+    assert [r["group"] for r in rows] == ["W3", "W4", "W5"]  # val, then the test wells (every other group)
+    for role in ("val", "test"):
+        mine = [r for r in rows if r["split"] == role]
+        labeled = sum(r["labeled"] for r in mine)
+        assert labeled == 20 * len(mine)
+        assert sum(r["correct"] for r in mine) / labeled == pytest.approx(result.metrics[f"{role}_accuracy"])
+        assert all(r["f1_micro"] == pytest.approx(r["accuracy"]) for r in mine)
+    assert result.metrics["test_f1_micro"] == pytest.approx(result.metrics["test_accuracy"])
+    per_group = pd.read_csv(result.files["per_group_metrics"])
+    assert per_group["labeled"].sum() == 60
+    preds = pd.read_csv(result.files["predictions"], keep_default_na=False)
+    assert len(preds) == 100 and preds["uwi"].tolist() == frame["uwi"].tolist()
+    assert {"prob_SS", "prob_CSiS", "prob_FSiS", "label_code", "predicted_code"} <= set(preds.columns)
+    assert set(preds["predicted"]) <= {"SS", "CSiS", "FSiS"} and preds.loc[30, "label"] == ""
+    assert set(result.figures) == {"log_strips", "confusion_val", "confusion_test"}
+    import matplotlib.pyplot as plt
+
+    fig = result.figures["log_strips"]
+    first = fig.axes[0]
+    assert first.yaxis_inverted() and first.get_title() == "W4"  # depth downwards; the test wells
+    plt.close("all")
+
+
+def test_coord_scale_must_match_the_coordinates(tmp_path: Path) -> None:
+    path = facies_table(tmp_path / "f.csv")
+    cfg = tiny_config(**{"data.source": "csv", "data.csv.nodes": str(path), "data.csv.coords": ["depth"],
+                         "data.csv.features": ["gr"], "data.csv.label": "facies", "data.csv.group": "well",
+                         "graph.method": "knn", "graph.coord_scale": [1.0, 1.0, 5.0]})
+    with pytest.raises(ConfigError, match=r"graph.coord_scale.*one factor per coordinate \(1: depth\)"):
+        get_learner("labeling").check_config(cfg)
+    get_learner("labeling").check_config(apply_overrides(cfg, {"graph.coord_scale": [2.0]}))
+    get_learner("labeling").check_config(apply_overrides(cfg, {"graph.coord_scale": None}))

@@ -55,6 +55,22 @@ class CsvConfig:
     features: list[str] | None = None
     label: str = "label"
     group: str | None = None
+    missing: Literal["error", "drop_rows", "impute"] = "impute"
+    missing_indicator: bool = True
+    classes: list[str | int] | dict | None = None
+    unknown_labels: Literal["error", "unlabeled"] = "error"
+
+    def validate(self, file: str | Path | None, prefix: str) -> None:
+        codes = list(self.classes) if self.classes is not None else []
+        if self.classes is not None and len(codes) < 2:
+            raise ConfigError(f"must list at least 2 class codes (or be null), but got {self.classes!r}", file=file,
+                              key=f"{prefix}classes")
+        if len({str(c) for c in codes}) != len(codes):
+            raise ConfigError(f"class codes must be distinct, but got {codes!r}", file=file, key=f"{prefix}classes")
+        if isinstance(self.classes, dict):
+            names = [str(v) if v is not None else str(c) for c, v in self.classes.items()]
+            if len(set(names)) != len(names):
+                raise ConfigError(f"class names must be distinct, but got {names!r}", file=file, key=f"{prefix}classes")
 
 
 @dataclass
@@ -62,6 +78,8 @@ class DataConfig:
     source: Literal["synthetic", "csv"] = "synthetic"
     features: list[str] | str | None = None
     feature_sets: dict = field(default_factory=dict)
+    derived: list[str] = field(default_factory=list)
+    sequence: Literal["auto", "group", "column"] = "auto"
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     csv: CsvConfig = field(default_factory=CsvConfig)
 
@@ -77,7 +95,7 @@ class GraphConfig:
     radius: float = 30.0
     max_neighbors: int | None = 32
     within_group: bool = False
-    coord_scale: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    coord_scale: list[float] | None = None
     cache_dir: str | None = None
 
     def validate(self, file: str | Path | None, prefix: str) -> None:
@@ -85,7 +103,7 @@ class GraphConfig:
         check_range(self.radius, f"{prefix}radius", file=file, low=0, low_open=True)
         if self.max_neighbors is not None:
             check_range(self.max_neighbors, f"{prefix}max_neighbors", file=file, low=1)
-        for i, s in enumerate(self.coord_scale):
+        for i, s in enumerate(self.coord_scale or []):
             check_range(s, f"{prefix}coord_scale[{i}]", file=file, low=0, low_open=True)
 
 

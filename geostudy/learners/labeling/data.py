@@ -8,13 +8,20 @@ coordinates, features, an integer label (``-1`` = unlabeled), the class names an
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from geostudy.errors import ConfigError, DataError
+from geostudy.learners.labeling.classes import class_table, code_text, encode_labels
 from geostudy.learners.labeling.config import CsvConfig, SyntheticConfig
+from geostudy.learners.labeling.missing import impute, raise_on_missing
+from geostudy.learners.labeling.sequences import SequenceMode, build_sequences
+
+logger = logging.getLogger("geostudy")
 
 SYNTHETIC_CLASSES = ("cover", "clay", "sand", "basement", "channel")
 SYNTHETIC_FEATURES = ("log_cond", "log_cond_std", "depth", "elevation")
@@ -38,6 +45,10 @@ class Survey:
         edges: ``(2, E)`` edges read from an edge file, if any.
         source: Where the data came from (file name or ``synthetic``), for messages.
         truth: ``(n,)`` full ground truth when known (synthetic), else None.
+        class_codes: The class codes as written in the data (index = label); the names when None.
+        id_name: Name of the id column (the predictions CSV uses it).
+        imputed: Number of feature values filled by ``data.csv.missing: impute``.
+        warnings: Things the user should know about the data (also logged when read).
     """
 
     ids: np.ndarray
@@ -51,6 +62,10 @@ class Survey:
     edges: np.ndarray | None = None
     source: str = "synthetic"
     truth: np.ndarray | None = None
+    class_codes: list[str] | None = None
+    id_name: str = "id"
+    imputed: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def num_nodes(self) -> int:
@@ -70,6 +85,23 @@ class Survey:
         h.update(np.ascontiguousarray(self.coords, dtype=np.float64).tobytes())
         h.update("\0".join(self.groups.astype(str).tolist()).encode())
         return h.hexdigest()[:16]
+
+    def with_derived(self, names: list[str], sequence: SequenceMode = "auto") -> Survey:
+        """A copy with the derived features ``names`` appended (see :mod:`~geostudy.learners.labeling.derived`)."""
+        if not names:
+            return self
+        from geostudy.learners.labeling.derived import derive, parse_name
+
+        for name in names:
+            parse_name(name, self.feature_names)
+        taken = [n for n in names if n in self.feature_names]
+        if taken or len(set(names)) != len(names):
+            raise ConfigError(f"derived feature {(taken or names)[0]!r} is listed twice or is already a column",
+                              key="data.derived")
+        seqs = build_sequences(self.coords, self.groups, sequence)
+        extra = derive(names, self.features, self.feature_names, seqs).astype(np.float32)
+        return replace(self, features=np.concatenate([self.features, extra], axis=1),
+                       feature_names=[*self.feature_names, *names])
 
     def select(self, names: list[str], *, key: str = "data.features") -> np.ndarray:
         """The ``(n, len(names))`` feature matrix of the named features."""
@@ -214,20 +246,27 @@ def _require_columns(frame, names: list[str], path: Path, key: str) -> None:
             raise DataError(f"column {name!r} (from {key}) not found; columns present: {', '.join(present)}", file=path)
 
 
-def load_csv(cfg: CsvConfig, *, base: Path | None = None) -> Survey:
-    """Read a node CSV (and an optional edge CSV) into a :class:`Survey`.
+_CSV_CACHE: dict[tuple, Survey] = {}
+
+
+def load_csv(cfg: CsvConfig, *, base: Path | None = None, sequence: SequenceMode = "auto") -> Survey:
+    """Read a node CSV (and an optional edge CSV) into a :class:`Survey`, cached while the files are unchanged.
+
+    A study reads the same table trial after trial; the cache keeps one survey, keyed by the files'
+    size and modification time and the column mapping.
 
     Args:
         cfg: Column mapping. ``features: null`` takes every numeric column that is not the id, a
             coordinate, the label or the group. Labels are read as strings; an empty label marks an
             unlabeled node. Edge CSV columns ``U,V`` are 0-based row numbers of the node CSV.
         base: Folder relative paths are resolved against (default: the working directory).
+        sequence: How ``missing: impute`` finds the samples along the vertical coordinate
+            (``data.sequence``; see :mod:`~geostudy.learners.labeling.sequences`).
 
     Raises:
         DataError: a file or column is missing (the message names the file, the column and the
             columns present), or values are malformed.
     """
-    import pandas as pd
 
     def resolve(p: str) -> Path:
         path = Path(p).expanduser()
@@ -236,6 +275,26 @@ def load_csv(cfg: CsvConfig, *, base: Path | None = None) -> Survey:
     if not cfg.nodes:
         raise ConfigError("a node CSV path is required when data.source is 'csv'", key="data.csv.nodes")
     path = resolve(cfg.nodes)
+    key = (repr(cfg), str(base), sequence, *(_stat(resolve(p)) for p in (cfg.nodes, cfg.edges) if p))
+    if key in _CSV_CACHE:
+        return _CSV_CACHE[key]  # its warnings were logged when it was read
+    survey = _load_csv(cfg, path, resolve, sequence)
+    _CSV_CACHE.clear()
+    _CSV_CACHE[key] = survey
+    return survey
+
+
+def _stat(path: Path) -> tuple:
+    try:
+        st = path.stat()
+    except OSError:
+        return (str(path), None)
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def _load_csv(cfg: CsvConfig, path: Path, resolve: Callable[[str], Path], sequence: SequenceMode) -> Survey:
+    import pandas as pd
+
     frame = _read_csv(path, "node", "data.csv.nodes", dtype={cfg.label: str} if cfg.label else None)
     if not cfg.coords:
         raise ConfigError("must name at least one coordinate column, but got none", key="data.csv.coords")
@@ -255,28 +314,31 @@ def load_csv(cfg: CsvConfig, *, base: Path | None = None) -> Survey:
         features = list(cfg.features)
         _require_columns(frame, features, path, "data.csv.features")
 
-    def numeric(cols: list[str]) -> np.ndarray:
+    line_numbers = np.arange(len(frame)) + 2  # header = line 1
+
+    def numeric(cols: list[str], *, allow_missing: bool) -> np.ndarray:
         out = np.empty((len(frame), len(cols)), dtype=np.float64)
         for i, c in enumerate(cols):
             vals = pd.to_numeric(frame[c], errors="coerce")
-            bad = vals.isna() & frame[c].notna()
-            if bad.any() or vals.isna().any():
-                row = int(np.flatnonzero((bad | vals.isna()).to_numpy())[0])
-                raise DataError(f"column {c!r} must hold numbers, but row {row + 2} holds {frame[c].iloc[row]!r}",
-                                file=path)
+            bad = (vals.isna() & frame[c].notna()) | (vals.isna() & (not allow_missing))
+            if bad.any():
+                row = int(np.flatnonzero(bad.to_numpy())[0])
+                held = frame[c].iloc[row]
+                held_text = "nothing" if pd.isna(held) else repr(str(held))
+                raise DataError(f"column {c!r} must hold numbers, but row {row + 2} holds {held_text}", file=path)
             out[:, i] = vals.to_numpy(dtype=np.float64)
         return out
 
-    coords = numeric(list(cfg.coords))
-    feats = numeric(features).astype(np.float32)
+    coords = numeric(list(cfg.coords), allow_missing=False)
+    feats = numeric(features, allow_missing=True)
     raw = frame[cfg.label].astype("string").str.strip()
-    known = raw.notna() & (raw != "")
-    class_names = natural_sorted(sorted(set(raw[known].tolist())))
-    if len(class_names) < 2:
-        raise DataError(f"column {cfg.label!r} must hold at least 2 classes, but got {class_names!r}", file=path)
-    index = {c: i for i, c in enumerate(class_names)}
-    labels = np.full(len(frame), -1, dtype=np.int64)
-    labels[known.to_numpy()] = [index[v] for v in raw[known].tolist()]
+    raw_list = [None if v is pd.NA else str(v) for v in raw.tolist()]
+    seen = natural_sorted(sorted({code_text(v) for v in raw_list if v}))
+    table = class_table(cfg.classes, seen)
+    if len(table.codes) < 2:
+        raise DataError(f"column {cfg.label!r} must hold at least 2 classes, but got {table.codes!r}", file=path)
+    labels, warnings = encode_labels(raw_list, table, unknown=cfg.unknown_labels, line_numbers=line_numbers,
+                                     column=cfg.label, file=str(path))
     groups = frame[cfg.group].astype(str).to_numpy() if cfg.group else np.full(len(frame), "all")
     ids = frame[cfg.id].to_numpy() if cfg.id else np.arange(len(frame))
     edges = None
@@ -291,5 +353,40 @@ def load_csv(cfg: CsvConfig, *, base: Path | None = None) -> Survey:
         if edges.size and (edges.min() < 0 or edges.max() >= len(frame)):
             raise DataError(f"edges must be 0-based row numbers in [0, {len(frame)}), but got "
                             f"[{edges.min()}, {edges.max()}]", file=epath)
-    return Survey(ids=ids, coords=coords, coord_names=list(cfg.coords), features=feats, feature_names=features,
-                  labels=labels, class_names=class_names, groups=groups.astype(str), edges=edges, source=str(path))
+    survey = Survey(ids=ids, coords=coords, coord_names=list(cfg.coords), features=feats.astype(np.float32),
+                    feature_names=features, labels=labels, class_names=table.names, groups=groups.astype(str),
+                    edges=edges, source=str(path), class_codes=table.codes, id_name=cfg.id or "id", warnings=warnings)
+    return _handle_missing(survey, feats, cfg, line_numbers, sequence)
+
+
+def _handle_missing(survey: Survey, feats: np.ndarray, cfg: CsvConfig, line_numbers: np.ndarray,
+                    sequence: SequenceMode) -> Survey:
+    """Apply ``data.csv.missing`` to the NaNs of the feature columns (see :mod:`.missing`)."""
+    gaps = np.isnan(feats)
+    if not gaps.any():
+        return survey
+    if cfg.missing == "error":
+        raise_on_missing(feats, survey.feature_names, line_numbers, survey.source)
+    empty = [n for n, all_gap in zip(survey.feature_names, gaps.all(0)) if all_gap]
+    if empty:
+        raise DataError(f"column {empty[0]!r} holds no number at all; leave it out of data.csv.features",
+                        file=survey.source, key="data.csv.features")
+    if cfg.missing == "drop_rows":
+        keep = ~gaps.any(1)
+        if keep.sum() == 0:
+            raise DataError("every row has a missing feature value, so data.csv.missing: drop_rows leaves nothing; "
+                            "use impute", file=survey.source, key="data.csv.missing")
+        new_index = np.cumsum(keep) - 1
+        edges = survey.edges
+        if edges is not None:
+            edges = new_index[edges[:, keep[edges[0]] & keep[edges[1]]]]
+        return replace(survey, ids=survey.ids[keep], coords=survey.coords[keep], features=survey.features[keep],
+                       labels=survey.labels[keep], groups=survey.groups[keep], edges=edges)
+    filled = impute(feats, build_sequences(survey.coords, survey.groups, sequence), survey.groups)
+    names = list(survey.feature_names)
+    values = filled.values
+    if cfg.missing_indicator:
+        affected = np.flatnonzero(gaps.any(0))
+        values = np.concatenate([values, gaps[:, affected].astype(np.float64)], axis=1)
+        names += [f"{survey.feature_names[j]}_missing" for j in affected]
+    return replace(survey, features=values.astype(np.float32), feature_names=names, imputed=filled.count)

@@ -28,9 +28,9 @@ _MEMORY_MAX = 8
 def _cache_key(survey: Survey, cfg: GraphConfig) -> str:
     params: dict[str, Any] = {"method": cfg.method, "within_group": cfg.within_group}
     if cfg.method == "knn":
-        params.update(k=cfg.k, scale=list(cfg.coord_scale))
+        params.update(k=cfg.k, scale=coord_scale(survey, cfg).tolist())
     elif cfg.method == "radius":
-        params.update(r=cfg.radius, max_neighbors=cfg.max_neighbors, scale=list(cfg.coord_scale))
+        params.update(r=cfg.radius, max_neighbors=cfg.max_neighbors, scale=coord_scale(survey, cfg).tolist())
     elif cfg.method == "file":
         params["edges"] = hashlib.sha1(np.ascontiguousarray(survey.edges).tobytes()).hexdigest() if survey.edges is not None else None
     blob = json.dumps(params, sort_keys=True) + survey.fingerprint()
@@ -58,12 +58,23 @@ def build_edges(survey: Survey, cfg: GraphConfig) -> np.ndarray:
     return edges
 
 
-def _scaled(survey: Survey, cfg: GraphConfig) -> np.ndarray:
+def coord_scale(survey: Survey, cfg: GraphConfig) -> np.ndarray:
+    """``graph.coord_scale``, one factor per coordinate column (null: ones).
+
+    Raises:
+        ConfigError: the list's length differs from the number of coordinates.
+    """
     d = survey.coords.shape[1]
-    scale = list(cfg.coord_scale)
-    if len(scale) < d:
-        scale += [1.0] * (d - len(scale))
-    return survey.coords * np.asarray(scale[:d])
+    if cfg.coord_scale is None:
+        return np.ones(d)
+    if len(cfg.coord_scale) != d:
+        raise ConfigError(f"must give one factor per coordinate ({d}: {', '.join(survey.coord_names)}), or be null "
+                          f"(ones), but got {list(cfg.coord_scale)!r}", key="graph.coord_scale")
+    return np.asarray(cfg.coord_scale, dtype=np.float64)
+
+
+def _scaled(survey: Survey, cfg: GraphConfig) -> np.ndarray:
+    return survey.coords * coord_scale(survey, cfg)
 
 
 def _build(survey: Survey, cfg: GraphConfig) -> np.ndarray:
@@ -89,17 +100,18 @@ def lattice_edges(coords: np.ndarray, groups: np.ndarray, *, within_group: bool 
     """Edges of a survey lattice: columns of cells under stations, stations along lines.
 
     The last coordinate is vertical, the others horizontal. Nodes sharing a group and a horizontal
-    position form a column, ranked from the top. Links: vertical neighbours in a column; the same
+    position form a column, ranked from the top. With one coordinate (a borehole table: depth only)
+    each group is one column, so the graph links consecutive samples of each well. Links: vertical neighbours in a column; the same
     rank at neighbouring stations along a line (stations ordered along the line's principal axis);
     and, unless ``within_group``, the same rank at the nearest station of each adjacent line (lines
     ordered across their mean direction).
     """
     coords = np.asarray(coords, dtype=np.float64)
-    if coords.ndim != 2 or coords.shape[1] < 2:
-        raise DataError(f"the lattice graph needs >= 2 coordinates (horizontal..., vertical), but got shape {coords.shape}")
+    if coords.ndim != 2 or coords.shape[1] < 1:
+        raise DataError(f"the lattice graph needs coordinates (horizontal..., vertical), but got shape {coords.shape}")
     n = len(coords)
     horiz, vert = coords[:, :-1], coords[:, -1]
-    span = float(np.ptp(horiz)) if n else 1.0
+    span = float(np.ptp(horiz)) if n and horiz.shape[1] else 1.0
     tol = max(span, 1.0) * 1e-9
     _, group_id = np.unique(groups, return_inverse=True)
     keys = np.column_stack([group_id, np.round(horiz / tol)])

@@ -1,4 +1,5 @@
-"""Figures of a labeling run: a cross-section (truth vs predicted), a plan view, the confusion matrix."""
+"""Figures of a labeling run: a cross-section (truth vs predicted) or, for a borehole table, log
+strips per well; a plan view; the confusion matrix."""
 
 from __future__ import annotations
 
@@ -55,6 +56,46 @@ def cross_section(survey: Survey, pred: np.ndarray, group: str, title: str = "")
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0, 0.86, 1))
+    return fig
+
+
+MAX_STRIPS = 12  # wells drawn side by side; more would make each strip too thin to read
+
+
+def log_strips(survey: Survey, pred: np.ndarray, wells: list[str], title: str = "") -> Any:
+    """True and predicted facies of each well as two strips side by side, depth (the one coordinate) downwards.
+
+    Each sample fills the depth interval between the midpoints to its neighbours; unlabeled samples
+    are grey in the truth strip.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    k = survey.num_classes
+    cmap = _colors(k)
+    colors = ListedColormap(["lightgrey"] + [cmap(i) for i in range(k)])
+    wells = [w for w in wells if (survey.groups == w).any()] or survey.group_names()[:1]
+    fig, axes = plt.subplots(1, len(wells), figsize=(1.3 + 1.2 * len(wells), 6.5), sharey=True, squeeze=False)
+    truth_all = survey.truth if survey.truth is not None else survey.labels
+    for ax, well in zip(axes[0], wells):
+        nodes = np.flatnonzero(survey.groups == well)
+        nodes = nodes[np.argsort(survey.coords[nodes, 0], kind="stable")]
+        depth = survey.coords[nodes, 0]
+        mid = (depth[1:] + depth[:-1]) / 2
+        first = depth[0] - (mid[0] - depth[0] if len(mid) else 0.5)
+        last = depth[-1] + (depth[-1] - mid[-1] if len(mid) else 0.5)
+        edges = np.concatenate([[first], mid, [last]])
+        values = np.column_stack([truth_all[nodes], pred[nodes]]) + 1  # 0 = unlabeled (grey)
+        ax.pcolormesh([0, 1, 2], edges, values, cmap=colors, vmin=-0.5, vmax=k + 0.5, shading="flat")
+        ax.set_xticks([0.5, 1.5], ["true", "pred"], fontsize=8)
+        ax.set_title(str(well), fontsize=9)
+    axes[0][0].invert_yaxis()  # sharey: once inverts every strip
+    axes[0][0].set_ylabel(survey.coord_names[0])
+    handles = [plt.Line2D([], [], marker="s", ls="", color=cmap(i), label=n) for i, n in enumerate(survey.class_names)]
+    fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 0.82, 1))
     return fig
 
 
