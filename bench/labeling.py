@@ -9,6 +9,12 @@ Rows:
         transpose) vs the same raw DGL loop. Goal: <= 1.2x.
     gcn_vs_mlp_f1: validation macro-F1 of the labeling learner with a GCN vs with an MLP on the
         synthetic survey (the graph must help: GCN >= MLP + 0.05).
+    gnn_vs_boosted_trees_f1, missing_impute_f1, derived_features_f1: against tabular practice
+        (gradient-boosted trees, dropping rows with gaps, no derived features); see
+        ``bench/_labeling_tabular.py``.
+
+Only the last three (minutes): ``python bench/labeling.py --quick --only tabular`` (writes
+``out/bench/labeling_tabular.json``).
 
 Timings: the graph is a symmetric kNN graph on random 2-D points (100k nodes / ~2M edges; quick:
 20k nodes), 16 input features, hidden 64, 5 classes. After warm-up, the three loops run
@@ -113,6 +119,8 @@ def f1_gap(quick: bool) -> tuple[float, float]:
 
 
 def run(quick: bool = False) -> list[dict]:
+    from bench import _labeling_tabular
+
     n, rounds = (20_000, 15) if quick else (100_000, 11)
     times = epoch_times(n, k=18, rounds=rounds)
     raw = statistics.median(times["raw"])
@@ -126,4 +134,30 @@ def run(quick: bool = False) -> list[dict]:
         {"work": "gcn_vs_mlp_f1", "unit": "macro-F1", "ours": gcn, "baseline": mlp,
          "baseline_name": "our MLP (no graph), same data/training", "lower_is_better": False,
          "goal": "GCN >= MLP + 0.05"},
+        *_labeling_tabular.run(quick),
     ]
+
+
+if __name__ == "__main__":
+    import argparse
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    parser = argparse.ArgumentParser(description="The labeling bench, or only its rows against tabular practice.")
+    parser.add_argument("--quick", action="store_true", help="small sizes")
+    parser.add_argument("--only", choices=["tabular"], help="tabular: gnn_vs_boosted_trees_f1, missing_impute_f1, "
+                        "derived_features_f1")
+    args = parser.parse_args()
+    from bench import run as bench_run
+
+    if args.only:
+        import types
+
+        from bench import _labeling_tabular
+
+        # run_bench imports bench.<name>: register the tabular rows under their own name, so they get
+        # the same table and out/bench/labeling_tabular.json without a bench of their own in `all`.
+        sys.modules["bench.labeling_tabular"] = types.SimpleNamespace(run=_labeling_tabular.run)  # type: ignore[assignment]
+        bench_run.run_bench("labeling_tabular", args.quick, bench_run.ROOT / "out" / "bench")
+    else:
+        bench_run.run_bench("labeling", args.quick, bench_run.ROOT / "out" / "bench")

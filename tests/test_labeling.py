@@ -535,3 +535,26 @@ def test_coord_scale_must_match_the_coordinates(tmp_path: Path) -> None:
         get_learner("labeling").check_config(cfg)
     get_learner("labeling").check_config(apply_overrides(cfg, {"graph.coord_scale": [2.0]}))
     get_learner("labeling").check_config(apply_overrides(cfg, {"graph.coord_scale": None}))
+
+
+def test_study_pruners_wait_for_learning() -> None:
+    """No labeling study prunes a trial in its first tenth of epochs, nor before it has peers to compare with."""
+    import yaml
+
+    from geostudy.learners.base import REPO_ROOT
+
+    files = sorted((REPO_ROOT / "studies").glob("labeling*.yaml"))
+    assert files
+    for path in files:
+        study = yaml.safe_load(path.read_text())
+        epochs = study.get("set", {}).get("train.epochs", 150)
+        pruner = study.get("pruner") or {"name": "nop"}
+        while pruner["name"] == "patient":
+            pruner = pruner["args"]["wrapped"]
+        args = pruner.get("args", {})
+        if pruner["name"] in ("median", "percentile", "wilcoxon"):
+            assert args.get("n_warmup_steps", 0) >= epochs / 10 and args.get("n_startup_trials", 5) >= 2, path
+        elif pruner["name"] in ("hyperband", "successive_halving"):
+            assert args.get("min_resource", 1) >= epochs / 10, path
+        else:
+            assert pruner["name"] == "nop" or study.get("metrics", [None])[1:], path
