@@ -50,21 +50,40 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    """``over`` laid over ``base``: mappings merge key by key, any other value of ``over`` replaces.
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any], *, schema: type | None = None) -> dict[str, Any]:
+    """``over`` laid over ``base``: sections merge key by key, any other value of ``over`` replaces.
 
     This is how a user's config meets its learner's defaults (``configs/<learner>.yaml``): a short
     file names only what differs, and every documented key still exists in the merged whole, so
     ``--set`` and a study's ``space`` can reach it. Lists are values, not merged element-wise.
+
+    Args:
+        base: The defaults.
+        over: The user's values.
+        schema: The config dataclass, when there is one. Then only its sections (fields that are
+            dataclasses) merge; a free-form mapping field (``dict``: class names, fixed values) is a
+            value and is replaced whole, so that a resolved config written by a run reads back to
+            the same config. Without a schema every pair of mappings merges.
+
     Neither input is changed.
     """
+    hints = _type_hints(schema) if schema is not None and dataclasses.is_dataclass(schema) else None
     out = copy.deepcopy(dict(base))
     for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
+        section = _section_type(hints.get(key)) if hints is not None else None
+        merge = isinstance(value, Mapping) and isinstance(out.get(key), Mapping) and (hints is None or section)
+        out[key] = deep_merge(out[key], value, schema=section) if merge else copy.deepcopy(value)
     return out
+
+
+def _section_type(tp: Any) -> type | None:
+    """The dataclass a field holds (also inside ``X | None``), else None."""
+    if dataclasses.is_dataclass(tp):
+        return tp  # type: ignore[return-value]
+    if get_origin(tp) in (typing.Union, types.UnionType):
+        found = [a for a in get_args(tp) if dataclasses.is_dataclass(a)]
+        return found[0] if found else None  # type: ignore[return-value]
+    return None
 
 
 def dump_yaml(data: Mapping[str, Any], path: str | Path) -> None:

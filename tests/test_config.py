@@ -106,6 +106,30 @@ def test_deep_merge_merges_mappings_and_replaces_the_rest():
     assert base["m"]["n"]["q"] == 2 and over == {"m": {"y": [3], "n": {"q": 5}}, "l": [9], "b": None}
 
 
+@dataclass
+class Section:
+    lr: float = 0.01
+    fixed: dict = field(default_factory=dict)
+
+
+@dataclass
+class WithSections:
+    seed: int = 0
+    optim: Section = field(default_factory=Section)
+    maybe: Section | None = None
+
+
+def test_deep_merge_with_a_schema_replaces_free_form_mappings():
+    """A resolved config whose free-form mapping dropped a default key must read back unchanged."""
+    from geostudy.config import deep_merge
+
+    base = {"seed": 0, "optim": {"lr": 0.01, "fixed": {"nu": 0.25}}, "maybe": {"lr": 1.0, "fixed": {}}}
+    over = {"optim": {"fixed": {"x": 1.0}}, "maybe": {"lr": 2.0}}
+    out = deep_merge(base, over, schema=WithSections)
+    assert out == {"seed": 0, "optim": {"lr": 0.01, "fixed": {"x": 1.0}}, "maybe": {"lr": 2.0, "fixed": {}}}
+    assert deep_merge(base, over)["optim"]["fixed"] == {"nu": 0.25, "x": 1.0}  # no schema: every mapping merges
+
+
 def _omitted_leaf(defaults: dict) -> tuple[str, object]:
     """A documented leaf key, inside a section where there are any, of the defaults (what a short user file leaves out)."""
     from geostudy.config import flat_keys, get_path

@@ -106,7 +106,7 @@ class Learner(ABC):
 
         See :func:`geostudy.config.deep_merge`; a fully resolved config comes back unchanged.
         """
-        return deep_merge(self.default_config(), config)
+        return deep_merge(self.default_config(), config, schema=self.config_class)
 
     def parse_config(self, config: Mapping[str, Any], *, file: str | Path | None = None) -> Any:
         """Typed view of ``config`` (the ``config_class`` instance), validated."""
