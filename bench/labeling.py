@@ -9,7 +9,7 @@ Rows:
         transpose) vs the same raw DGL loop. Goal: <= 1.2x.
     gcn_vs_mlp_f1: validation macro-F1 of the labeling learner with a GCN vs with an MLP on the
         synthetic survey (the graph must help: GCN >= MLP + 0.05).
-    gnn_vs_boosted_trees_f1(_wells), missing_impute_f1, derived_features_f1: against tabular practice
+    gnn_vs_boosted_trees_f1(_wells, _wells_lateral), missing_impute_f1, derived_features_f1: against tabular practice
         (gradient-boosted trees, dropping rows with gaps, no derived features); see
         ``bench/_labeling_tabular.py``.
 
