@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,7 +31,8 @@ from bench.matern import CACHE_DIR, MLE_NAME, REFINE_STEPS, _rmse, trained_netwo
 from geostudy.config import to_dataclass
 from geostudy.learners.matern.config import MaternConfig
 from geostudy.learners.matern.evaluate import mle_bounds, predict, refine, run_mle, true_log_params
-from geostudy.learners.matern.simulate import simulate
+from geostudy.learners.matern.mle import likelihood_inputs, negative_log_likelihood
+from geostudy.learners.matern.simulate import FieldSet, simulate
 from geostudy.learners.matern.variogram import fit_variogram_range
 
 SIZES = (256, 1024, 4096)
@@ -96,6 +98,8 @@ def size_rows(quick: bool, device: torch.device) -> list[dict]:
         refined = refine(mle_cfg, test, ours, REFINE_STEPS)  # network + Fisher steps on the MLE's likelihood
         extra: dict = {"refined_rmse": _rmse(np.exp(refined.point[:, 0]), truth),
                        "refined_seconds_per_field": refined.seconds / fields, "refine_steps": REFINE_STEPS}
+        if n > EXACT_MLE_UP_TO:
+            extra["exact_likelihood_seconds_per_evaluation"] = _exact_evaluation_seconds(test, cfg)
         if n == VECCHIA_CHECK_AT and not quick:
             vecchia = run_mle(with_likelihood(cfg, "vecchia"), test)
             extra.update(vecchia_mle_rmse=_rmse(np.exp(vecchia.point[:, 0]), truth),
@@ -117,6 +121,17 @@ def size_rows(quick: bool, device: torch.device) -> list[dict]:
         print(f"matern: n={n}: {fields} fields done", file=sys.stderr, flush=True)
     _plot(curve, CACHE_DIR / f"matern_sizes_seconds{'_quick' if quick else ''}.png")
     return rows
+
+
+def _exact_evaluation_seconds(test: FieldSet, cfg: MaternConfig) -> float:
+    """Seconds of one exact likelihood evaluation with its gradient on the first field (what each of the
+    exact MLE's L-BFGS evaluations would cost at this n)."""
+    z, dist, _, fixed = likelihood_inputs(test.coords[0], test.values[0], None, {"variance": 1.0, "nugget": 0.0})
+    theta = torch.tensor(math.log(0.2), dtype=torch.float64, requires_grad=True)
+    t0 = time.perf_counter()
+    nll = negative_log_likelihood({**fixed, "range": theta}, z, dist, cfg.data.nu)
+    nll.backward()
+    return time.perf_counter() - t0
 
 
 def exact_simulator(cfg: MaternConfig) -> MaternConfig:
