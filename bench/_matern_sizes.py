@@ -79,7 +79,7 @@ def size_rows(quick: bool, device: torch.device) -> list[dict]:
     for n in SIZES:
         fields = (QUICK_FIELDS if quick else TEST_FIELDS)[n]
         test = simulate(exact_simulator(cfg), fields, np.random.default_rng([cfg.seed, 22, n]), device=device,
-                        m=1, n=n)
+                        m=1, n=n, chunk=max(1, 2**25 // n**2))  # a chunk's covariances in ~256 MB
         truth = np.exp(true_log_params(test, ["range"])[:, 0])
         predict(model, cfg, test.subset(np.arange(2)), device=device)  # warm-up (allocations, lazy imports)
         ours = predict(model, cfg, test, device=device)
@@ -145,12 +145,15 @@ def with_likelihood(cfg: MaternConfig, likelihood: str) -> MaternConfig:
 
 def _plot(curve: dict[str, list[tuple[int, float]]], path: Path) -> None:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for label, points in curve.items():
         ns, secs = zip(*points)
         name = label if label != "MLE" else f"MLE (exact to n={EXACT_MLE_UP_TO}, then Vecchia)"
         ax.loglog(ns, secs, "o-", label=name)
+    ax.set_xticks(SIZES, [str(n) for n in SIZES])
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("points per field n")
     ax.set_ylabel("seconds per field (1 CPU thread)")
     ax.set_title("Matérn range estimation: cost over n")
