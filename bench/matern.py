@@ -21,10 +21,16 @@ is 50 minutes on a 2-core CPU (under an hour with the MLE fits), ``--quick`` tra
 trained network is kept in ``out/bench/`` and reused by later runs while the resolved config, torch's
 version and the training code are unchanged (the rows then carry its original training time); delete
 the file to train again.
+
+The ``*_n{N}`` rows (issue 22: one network for every field size, against the MLE and a variogram fit at
+n = 256, 1024, 4096) come from ``bench/_matern_sizes.py``, with a network of their own (40 minutes of
+training on one CPU thread, cached the same way). ``MATERN_BENCH_ROWS=sizes`` (or ``fixed``) runs one
+part alone.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -37,7 +43,7 @@ from geostudy.learners.base import RunContext
 from geostudy.learners.matern.calibrate import calibrate
 from geostudy.learners.matern.config import MaternConfig
 from geostudy.learners.matern.evaluate import param_metrics, predict, refine, run_mle, true_log_params
-from geostudy.learners.matern.model import count_parameters
+from geostudy.learners.matern.model import MaternEstimator, count_parameters
 from geostudy.learners.matern.simulate import simulate
 from geostudy.learners.matern.train import build_model, graphs_for, train
 from geostudy.nn.device import resolve_device
@@ -75,7 +81,7 @@ def bench_config(quick: bool) -> MaternConfig:
 
 # What the trained network depends on: a cached one is reused only while these files are unchanged.
 TRAINING_SOURCES = ("covariance.py", "data.py", "locations.py", "localfit.py", "model.py",
-                    "neighbours.py", "priors.py", "simulate.py", "train.py")
+                    "neighbours.py", "priors.py", "simulate.py", "spectral.py", "train.py")
 
 
 def _training_key(cfg: MaternConfig) -> str:
@@ -99,15 +105,34 @@ def _rmse(est: np.ndarray, truth: np.ndarray) -> float:
 
 
 def run(quick: bool) -> list[dict]:
+    """Today's fixed-n rows, then the ``*_n{N}`` rows of the variable-n network (``bench/_matern_sizes.py``).
+
+    ``MATERN_BENCH_ROWS=fixed`` or ``=sizes`` runs one part alone (each trains its own network).
+    """
+    from bench._matern_sizes import size_rows  # it imports this module's helpers
+
+    part = os.environ.get("MATERN_BENCH_ROWS", "all")
+    if part not in ("all", "fixed", "sizes"):
+        raise ValueError(f"MATERN_BENCH_ROWS must be all, fixed or sizes, but got {part!r}")
     cfg = bench_config(quick)
     device = resolve_device(cfg.device)
+    rows: list[dict] = []
     with torch_threads(1 if device.type == "cpu" else None):
-        return _run(cfg, device, quick)
+        if part in ("all", "fixed"):
+            rows += _run(cfg, device, quick)
+        if part in ("all", "sizes"):
+            rows += size_rows(quick, device)
+    return rows
 
 
-def _run(cfg: MaternConfig, device: torch.device, quick: bool) -> list[dict]:
+def trained_network(cfg: MaternConfig, device: torch.device, cache_name: str, val_m: int = 1
+                    ) -> tuple[MaternEstimator, float, str]:
+    """The bench network of ``cfg``: from ``out/bench/<cache_name>.pt`` when its key matches, else trained.
+
+    Returns the model, its training seconds and the device it was trained on.
+    """
     seed_everything(cfg.seed)
-    val = simulate(cfg, cfg.data.val_size, np.random.default_rng([cfg.seed, 1]), device=device, m=1)
+    val = simulate(cfg, cfg.data.val_size, np.random.default_rng([cfg.seed, 1]), device=device, m=val_m)
     val_graphs = graphs_for(cfg, val)
     val_truth = np.exp(true_log_params(val, ["range"])[:, 0])
     model = build_model(cfg).to(device)
@@ -117,24 +142,29 @@ def _run(cfg: MaternConfig, device: torch.device, quick: bool) -> list[dict]:
         return {"val_rmse_range": _rmse(np.exp(est.point[:, 0]), val_truth)}
 
     key = _training_key(cfg)
-    cache = CACHE_DIR / f"matern_estimator_{'quick' if quick else 'full'}.pt"
+    cache = CACHE_DIR / f"{cache_name}.pt"
     cached = torch.load(cache, map_location=device, weights_only=True) if cache.is_file() else None
     if cached is not None and cached.get("key") == key:
         model.load_state_dict(cached["state_dict"])
         train_seconds, trained_on = float(cached["train_seconds"]), str(cached["device"])
         print(f"matern: reusing the network trained by an earlier run ({cache}; {train_seconds:.0f} s on "
               f"{trained_on}); delete it to train again", file=sys.stderr, flush=True)
-    else:
-        ctx = RunContext(workdir=Path("."), verbose=True)
-        t0 = time.perf_counter()
-        train(cfg, model, ctx, evaluate, rng=np.random.default_rng([cfg.seed, 0]), device=device)
-        train_seconds, trained_on = time.perf_counter() - t0, str(device)
-        print(f"matern: trained {count_parameters(model)} parameters in {train_seconds:.0f} s on {device}",
-              file=sys.stderr, flush=True)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"key": key, "state_dict": model.state_dict(), "train_seconds": train_seconds,
-                    "device": trained_on}, cache)
+        return model, train_seconds, trained_on
+    ctx = RunContext(workdir=Path("."), verbose=True)
+    t0 = time.perf_counter()
+    train(cfg, model, ctx, evaluate, rng=np.random.default_rng([cfg.seed, 0]), device=device)
+    train_seconds, trained_on = time.perf_counter() - t0, str(device)
+    print(f"matern: trained {count_parameters(model)} parameters in {train_seconds:.0f} s on {device}",
+          file=sys.stderr, flush=True)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"key": key, "state_dict": model.state_dict(), "train_seconds": train_seconds,
+                "device": trained_on}, cache)
+    return model, train_seconds, trained_on
 
+
+def _run(cfg: MaternConfig, device: torch.device, quick: bool) -> list[dict]:
+    model, train_seconds, trained_on = trained_network(
+        cfg, device, f"matern_estimator_{'quick' if quick else 'full'}")
     calibration = calibrate(model, cfg, fields=cfg.eval.calibration_fields, rng=np.random.default_rng([cfg.seed, 3]),
                             device=device)
     rows, refined_rows = [], []

@@ -15,6 +15,7 @@ from geostudy.nn.training import OptimConfig as BaseOptimConfig
 @dataclass
 class DataConfig:
     n: int = 256
+    n_max: int | None = None  # variable size: each field's n log-uniform in [n, n_max]
     locations: Literal["uniform", "poisson", "cluster", "grid"] = "uniform"
     cluster_parents: float = 8.0
     cluster_scale: float = 0.05
@@ -25,6 +26,8 @@ class DataConfig:
     n_times: int = 6
     nu_time: float = 0.5
     simulation: Literal["on_the_fly", "fixed"] = "on_the_fly"
+    simulator: Literal["exact", "spectral"] = "exact"
+    spectral_modes: int = 1000
     reuse_epochs: int = 1
     train_size: int = 4096
     val_size: int = 256
@@ -32,6 +35,12 @@ class DataConfig:
 
     def validate(self, file: str | Path | None, prefix: str) -> None:
         check_range(self.n, f"{prefix}n", file=file, low=10)
+        if self.n_max is not None and self.n_max < self.n:
+            raise ConfigError(f"must be >= n ({self.n}) or null, but got {self.n_max}", file=file, key=f"{prefix}n_max")
+        check_range(self.spectral_modes, f"{prefix}spectral_modes", file=file, low=1)
+        if self.simulator == "spectral" and self.spacetime:
+            raise ConfigError("the spectral simulator is for spatial fields; use exact with spacetime: true",
+                              file=file, key=f"{prefix}simulator")
         check_range(self.nu, f"{prefix}nu", file=file, low=0, low_open=True)
         check_range(self.nu_time, f"{prefix}nu_time", file=file, low=0, low_open=True)
         check_range(self.cluster_parents, f"{prefix}cluster_parents", file=file, low=0, low_open=True)
@@ -43,6 +52,10 @@ class DataConfig:
         check_range(self.reuse_epochs, f"{prefix}reuse_epochs", file=file, low=1)
         for name in ("train_size", "val_size", "test_size"):
             check_range(getattr(self, name), f"{prefix}{name}", file=file, low=1)
+
+    def size_range(self) -> tuple[int, int]:
+        """The smallest and largest ``n`` of the fields this config simulates (trains on)."""
+        return self.n, self.n if self.n_max is None else self.n_max
 
 
 @dataclass
@@ -82,6 +95,7 @@ class ModelConfig:
     readout: Literal["mean", "sum", "attention"] = "mean"
     variogram_skip: bool = True
     local_fit: bool = True
+    density_aware: bool = False
     deepsets_hidden: int = 64
     dropout: float = 0.0
     quantiles: bool = True
@@ -129,6 +143,9 @@ class EvalConfig:
     mle_bounds: Literal["prior", "wide"] = "prior"
     refine_steps: int = 0  # Fisher-scoring steps on the exact likelihood from the network's estimate (refine.py)
     calibration_fields: int = 200  # fresh fields per replicate count that calibrate the intervals (calibrate.py); 0: off
+    likelihood: Literal["auto", "exact", "vecchia"] = "auto"  # of the MLE and the refinement steps
+    vecchia_from: int = 2000  # auto: Vecchia's likelihood for fields of more points than this
+    vecchia_neighbors: int = 30
     plots: bool = True
 
     def validate(self, file: str | Path | None, prefix: str) -> None:
@@ -136,6 +153,13 @@ class EvalConfig:
         check_range(self.mle_fields, f"{prefix}mle_fields", file=file, low=0)
         check_range(self.refine_steps, f"{prefix}refine_steps", file=file, low=0, high=MAX_REFINE_STEPS)
         check_range(self.calibration_fields, f"{prefix}calibration_fields", file=file, low=0)
+        check_range(self.vecchia_from, f"{prefix}vecchia_from", file=file, low=1)
+        check_range(self.vecchia_neighbors, f"{prefix}vecchia_neighbors", file=file, low=1)
+
+    def vecchia_neighbors_for(self, n: int, spacetime: bool) -> int | None:
+        """Vecchia's conditioning-set size for a field of ``n`` points, or None for the exact likelihood."""
+        use = self.likelihood == "vecchia" or (self.likelihood == "auto" and n > self.vecchia_from)
+        return self.vecchia_neighbors if use and not spacetime else None
 
 
 @dataclass
@@ -170,6 +194,12 @@ class MaternConfig:
             raise ConfigError("mode: estimate needs a checkpoint path", file=file, key=f"{prefix}estimate.checkpoint")
         if self.mode == "estimate" and not self.estimate.csv:
             raise ConfigError("mode: estimate needs a CSV of points", file=file, key=f"{prefix}estimate.csv")
+        if self.eval.likelihood == "vecchia" and self.data.spacetime:
+            raise ConfigError("Vecchia's likelihood is for spatial fields; use exact or auto with spacetime: true",
+                              file=file, key=f"{prefix}eval.likelihood")
+        if self.model.readout == "sum" and self.data.n_max not in (None, self.data.n):
+            raise ConfigError("sum pooling grows with n; with data.n_max set use mean or attention",
+                              file=file, key=f"{prefix}model.readout")
         if not self.free_params():
             raise ConfigError("every parameter is fixed; give at least one a uniform or loguniform prior",
                               file=file, key=f"{prefix}prior")

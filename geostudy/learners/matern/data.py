@@ -147,9 +147,8 @@ def collate(
     target = None
     if free:
         target = torch.tensor(np.stack([np.log(fields.params[p][order]) for p in free], axis=1), dtype=torch.float32)
-    sizes = {len(fields.coords[i]) for i in order}
     ks = {None if (nb := graphs[i].neighbors) is None else nb.shape[1] for i in order}
-    if len(sizes) == 1 and len(ks) == 1 and None not in ks:
+    if len(ks) == 1 and None not in ks:
         return _collate_knn(fields, graphs, order, target)
     xs, pos, edges, attrs, node_graph, graph_field = [], [], [], [], [], []
     offset, gid = 0, 0
@@ -184,29 +183,31 @@ def collate(
 
 
 def _collate_knn(fields: FieldSet, graphs: list[FieldGraph], order: np.ndarray, target: torch.Tensor | None) -> GraphBatch:
-    """:func:`collate` for fields of one size ``n`` with kNN graphs of one ``k``: whole-array operations."""
+    """:func:`collate` for fields whose kNN graphs share one ``k`` (any sizes): whole-array operations."""
     reps = np.array([fields.values[i].shape[0] for i in order])
+    sizes = np.array([len(fields.coords[i]) for i in order])
     graph_field = np.repeat(np.arange(len(order)), reps)
-    n = len(fields.coords[order[0]])
-    g = len(graph_field)
-    neighbors0 = np.stack([graphs[i].neighbors for i in order])  # (B, n, k)
-    k = neighbors0.shape[2]
-    attr0 = np.stack([graphs[i].attr for i in order])  # (B, n * k, 2)
-    neighbors = neighbors0[graph_field] + (n * np.arange(g))[:, None, None]
-    values = np.concatenate([fields.values[i] for i in order])  # (G, n), graphs of a field in a row
-    coords = np.stack([fields.coords[i] for i in order])
-    nodes = g * n
+    graph_sizes = sizes[graph_field]
+    node_ptr = np.concatenate([[0], np.cumsum(graph_sizes)])
+    nodes, g = int(node_ptr[-1]), len(graph_field)
+    k = graphs[order[0]].neighbors.shape[1]  # type: ignore[union-attr]
+    # Per replicate graph, its field's neighbour lists shifted to the graph's first node.
+    neighbors = np.concatenate([graphs[order[b]].neighbors + node_ptr[gi]  # type: ignore[operator]
+                                for gi, b in enumerate(graph_field)])
+    attr = np.concatenate([graphs[order[b]].attr for b in graph_field])
+    values = np.concatenate([fields.values[i].reshape(-1) for i in order])  # graphs of a field in a row
+    pos = np.concatenate([np.tile(fields.coords[i], (r, 1)) for i, r in zip(order, reps)])
     nb = torch.from_numpy(neighbors.reshape(nodes, k))
     return GraphBatch(
         x=torch.from_numpy(values.reshape(-1, 1).astype(np.float32)),
-        pos=torch.from_numpy(coords[graph_field].reshape(nodes, 2).astype(np.float32)),
+        pos=torch.from_numpy(pos.astype(np.float32)),
         edge_index=torch.stack([nb.reshape(-1), torch.arange(nodes).repeat_interleave(k)]),
-        edge_attr=torch.from_numpy(attr0[graph_field].reshape(nodes * k, 2)),
-        node_graph=torch.arange(g).repeat_interleave(n),
+        edge_attr=torch.from_numpy(attr.reshape(nodes * k, 2)),
+        node_graph=torch.from_numpy(np.repeat(np.arange(g), graph_sizes)),
         graph_field=torch.from_numpy(graph_field),
         num_fields=len(order),
         edge_ptr=torch.arange(nodes + 1) * k,
-        node_ptr=torch.arange(g + 1) * n,
+        node_ptr=torch.from_numpy(node_ptr.astype(np.int64)),
         graph_ptr=torch.from_numpy(np.concatenate([[0], np.cumsum(reps)])),
         target=target,
         neighbors=nb,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,6 +160,17 @@ def to_data_units(name: str, log_value: float, obs: ObservedField) -> float:
     return value * obs.value_scale**2  # variance, nugget
 
 
+def size_warning(obs: ObservedField, cfg: MaternConfig, csv: str | Path | None) -> str | None:
+    """One line when the field's number of sites lies outside the sizes the network was trained on."""
+    sites = len(np.unique(obs.fields.coords[0], axis=0)) if cfg.data.spacetime else obs.n_points
+    low, high = cfg.data.size_range()
+    if low <= sites <= high:
+        return None
+    trained = f"n = {low}" if low == high else f"n in [{low}, {high}]"
+    return (f"{csv}: {sites} sites, outside the network's training sizes ({trained}); its estimate "
+            f"extrapolates (train with data.n/data.n_max covering it, or compare with the MLE)")
+
+
 def estimate_csv(
     cfg_run: MaternConfig, workdir: Path, device: torch.device | str = "cpu"
 ) -> tuple[dict[str, Any], dict[str, Path]]:
@@ -166,6 +178,9 @@ def estimate_csv(
     ecfg = cfg_run.estimate
     model, cfg, calibration = load_checkpoint(str(ecfg.checkpoint), device)
     obs = read_points(str(ecfg.csv), cfg, ecfg)
+    warnings = [w for w in [size_warning(obs, cfg, ecfg.csv)] if w]
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr, flush=True)
     est = predict(model, cfg, obs.fields, device=device)
     if calibration is not None:
         est = calibration.apply(est, obs.fields)
@@ -209,6 +224,8 @@ def estimate_csv(
         "refined_seconds": refined.seconds if refined is not None else None,
         "mle_seconds": mle.seconds if mle is not None else None,
         "trained_n": cfg.data.n * (cfg.data.n_times if cfg.data.spacetime else 1),
+        "trained_n_range": list(cfg.data.size_range()),
+        "warnings": warnings,
         "parameters": rows,
     }
     workdir.mkdir(parents=True, exist_ok=True)

@@ -69,7 +69,8 @@ def mle_bounds(cfg: MaternConfig) -> dict[str, tuple[float, float]]:
 
 
 def run_mle(cfg: MaternConfig, fields: FieldSet, *, limit: int | None = None) -> Estimates:
-    """Exact-likelihood MLE of the free parameters of the first ``limit`` fields."""
+    """MLE of the free parameters of the first ``limit`` fields: exact likelihood, or Vecchia's for large
+    fields (``eval.likelihood``)."""
     free = cfg.free_params()
     fixed = {name: getattr(cfg.prior, name).value for name in cfg.param_names() if name not in free}
     bounds = mle_bounds(cfg)
@@ -80,13 +81,15 @@ def run_mle(cfg: MaternConfig, fields: FieldSet, *, limit: int | None = None) ->
         res = fit_mle(
             fields.coords[i], fields.values[i], nu=cfg.data.nu, free=free, fixed=fixed, bounds=bounds,
             times=None if fields.times is None else fields.times[i], nu_time=cfg.data.nu_time,
+            vecchia_neighbors=cfg.eval.vecchia_neighbors_for(len(fields.coords[i]), fields.times is not None),
         )
         out[i] = [res.log_params[name] for name in free]
     return Estimates(point=out, interval=None, seconds=time.perf_counter() - t0)
 
 
 def refine(cfg: MaternConfig, fields: FieldSet, est: Estimates, steps: int) -> Estimates:
-    """The network's point estimates after ``steps`` Fisher-scoring steps on each field's exact likelihood.
+    """The network's point estimates after ``steps`` Fisher-scoring steps on each field's exact likelihood
+    (Vecchia's for large fields, ``eval.likelihood``).
 
     The intervals are the Wald intervals of the likelihood at level ``eval.level`` (from the scoring's own
     information matrix); ``seconds`` adds the refinement's time to the network's.
@@ -101,7 +104,9 @@ def refine(cfg: MaternConfig, fields: FieldSet, est: Estimates, steps: int) -> E
         for i in range(len(est.point)):
             scored = fisher_scoring(fields.coords[i], fields.values[i], est.point[i], nu=cfg.data.nu, free=free,
                                     fixed=fixed, bounds=bounds, times=None if fields.times is None else fields.times[i],
-                                    nu_time=cfg.data.nu_time, steps=steps)
+                                    nu_time=cfg.data.nu_time, steps=steps,
+                                    vecchia_neighbors=cfg.eval.vecchia_neighbors_for(len(fields.coords[i]),
+                                                                                     fields.times is not None))
             point[i] = scored.log_params
             interval[i] = wald_interval(scored.log_params, scored.information, cfg.eval.level)
     return Estimates(point=point, interval=interval, seconds=est.seconds + time.perf_counter() - t0)

@@ -204,21 +204,24 @@ class MaternEstimator(nn.Module):
         self.edge_weight = EdgeWeight(gcfg.edge_weight if mcfg.arch == "gcn" else "none",
                                       gcfg.weight_scale, time_scale)
         self.local_fit = mcfg.local_fit
+        self.density_aware = mcfg.density_aware
         self.use_dense = True  # dense kNN aggregation when the batch allows it (tests compare both paths)
         n_fit = N_NODE_FEATURES if self.local_fit else 0
         n_stats = 2 * k + 1 + n_fit  # local variograms, local residuals, z^2, local fit residuals
         # Graph summaries: the binned variogram, mean residuals, mean z^2, and per local fit residual the log
         # of its mean raw, over s^2 and over s^3, the mean of its log over s^3, and the mean log s.
-        n_summary = 2 * k + 1 + (9 if self.local_fit else 0)
+        n_vario = 2 * k + 1 + (9 if self.local_fit else 0)
+        n_summary = n_vario + (1 if self.density_aware else 0)  # and the log spacing
         self.embed = nn.Sequential(Standardize(n_stats), nn.Linear(n_stats, mcfg.hidden), nn.SiLU())
-        self.summary_scale = Standardize(n_summary)
+        self.summary_scale = Standardize(n_vario)
         self.convs = nn.ModuleList(
             make_conv(mcfg.backend, mcfg.arch, mcfg.hidden, mcfg.hidden, heads=mcfg.heads, dropout=mcfg.dropout)
             for _ in range(mcfg.depth)
         )
         self.readout = Readout(mcfg.readout, mcfg.hidden)
         self.skip = mcfg.variogram_skip
-        pooled = mcfg.hidden + (n_summary if self.skip else 0)
+        pooled = mcfg.hidden + (n_summary if self.skip else 1 if self.density_aware else 0)
+        self.spacing_scale = Standardize(1)
         w = mcfg.deepsets_hidden
         n_heads = n_out * (3 if self.quantiles else 1)
         self.phi = mlp([pooled, w, w], mcfg.dropout)
@@ -236,6 +239,14 @@ class MaternEstimator(nn.Module):
         x, ei, ea = batch.x, batch.edge_index, batch.edge_attr
         n, g = x.shape[0], batch.num_graphs
         k = self.vario.out_dim
+        log_spacing = None
+        if self.density_aware:
+            # Edge lengths in units of the graph's mean spatial edge length: at any n the kNN edges then
+            # fall on the same radial bases; the spacing itself goes to the readout, since the range is
+            # asked for in unit-square units.
+            spacing = graph_spacing(ea, batch.edge_ptr, batch.node_ptr)
+            ea = torch.stack([ea[:, 0] / spacing[batch.node_graph[ei[1]]], ea[:, 1]], dim=1)
+            log_spacing = self.spacing_scale(torch.log(spacing)[:, None])
         nbh = Neighbourhood(batch, use_dense=self.use_dense)
         agg = self.vario(x, ei, ea, batch.edge_ptr, nbh)
         num, den, wsum = agg[:, :k], agg[:, k:2 * k], agg[:, 2 * k:]
@@ -264,7 +275,11 @@ class MaternEstimator(nn.Module):
             if fit is not None:
                 log_vario = torch.cat([log_vario, fit_summaries(fit, batch.node_ptr)], dim=1)
             log_vario = self.summary_scale(log_vario)
+            if log_spacing is not None:
+                log_vario = torch.cat([log_vario, log_spacing], dim=1)
             pooled = torch.cat([pooled, log_vario], dim=1)
+        elif log_spacing is not None:
+            pooled = torch.cat([pooled, log_spacing], dim=1)
         rep = self.phi(pooled)
         field = segment_mean(rep, batch.graph_ptr)
         out = self.psi(field)
@@ -278,6 +293,17 @@ class MaternEstimator(nn.Module):
         lo = point - self.half_width * F.softplus(out[:, p:2 * p])
         hi = point + self.half_width * F.softplus(out[:, 2 * p:])
         return point, torch.stack([lo, hi], dim=2)
+
+
+def graph_spacing(edge_attr: torch.Tensor, edge_ptr: torch.Tensor, node_ptr: torch.Tensor) -> torch.Tensor:
+    """``(G,)`` mean length of each graph's spatial edges (time lag 0): the field's point spacing.
+
+    Edges are sorted by target and nodes by graph, so a graph's edges are one contiguous segment.
+    """
+    spatial = (edge_attr[:, 1] == 0).to(edge_attr.dtype)
+    graph_edges = edge_ptr[node_ptr]
+    total = segment_sum(torch.stack([edge_attr[:, 0] * spatial, spatial], dim=1), graph_edges)
+    return (total[:, 0] / total[:, 1].clamp_min(1.0)).clamp_min(1e-12)
 
 
 def fit_summaries(fit: torch.Tensor, node_ptr: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ import torch
 from geostudy.learners.matern.config import MaternConfig
 from geostudy.learners.matern.covariance import cholesky_jitter, matern_correlation, pairwise_distances
 from geostudy.learners.matern.locations import sample_locations
+from geostudy.learners.matern.spectral import spectral_fields
 
 
 @dataclass
@@ -47,10 +48,19 @@ def sample_params(cfg: MaternConfig, size: int, rng: np.random.Generator) -> dic
     return {name: getattr(cfg.prior, name).sample(size, rng) for name in cfg.param_names()}
 
 
-def sample_design(cfg: MaternConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
-    """One field's node coordinates (and times for space-time)."""
+def sample_sizes(cfg: MaternConfig, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Per field, its (expected) number of sites: ``data.n``, or log-uniform in ``[data.n, data.n_max]``."""
+    low, high = cfg.data.size_range()
+    if high == low:
+        return np.full(size, low)  # no draw: fixed-size configs keep their random streams
+    return np.rint(np.exp(rng.uniform(np.log(low), np.log(high), size))).astype(int)
+
+
+def sample_design(cfg: MaternConfig, rng: np.random.Generator, n: int | None = None
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+    """One field's node coordinates (and times for space-time); ``n`` sites instead of ``data.n``."""
     d = cfg.data
-    sites = sample_locations(d.locations, d.n, rng, cluster_parents=d.cluster_parents,
+    sites = sample_locations(d.locations, d.n if n is None else n, rng, cluster_parents=d.cluster_parents,
                              cluster_scale=d.cluster_scale)
     if not d.spacetime:
         return sites, None
@@ -66,35 +76,47 @@ def simulate(
     device: torch.device | str = "cpu",
     params: dict[str, np.ndarray] | None = None,
     m: int | None = None,
+    n: int | None = None,
     chunk: int = 64,
 ) -> FieldSet:
-    """Simulate ``size`` fields from the config: priors, locations, replicates, batched Cholesky.
+    """Simulate ``size`` fields from the config: priors, locations, replicates, batched Cholesky (or the
+    spectral method, ``data.simulator``).
 
     Args:
         params: Use these parameter values instead of drawing from the priors.
         m: Replicates per field; by default uniform in ``[m_min, m_max]``.
+        n: Sites per field; by default ``data.n`` or log-uniform in ``[data.n, data.n_max]``.
         chunk: Fields per batched Cholesky (bounds memory: ``chunk * n^2`` doubles).
     """
     params = sample_params(cfg, size, rng) if params is None else params
+    sizes = np.full(size, n) if n is not None else sample_sizes(cfg, size, rng)
     coords: list[np.ndarray] = []
     times: list[np.ndarray] = []
-    for _ in range(size):
-        c, t = sample_design(cfg, rng)
+    for i in range(size):
+        c, t = sample_design(cfg, rng, int(sizes[i]))
         coords.append(c)
         if t is not None:
             times.append(t)
     reps = np.full(size, m) if m is not None else rng.integers(cfg.data.m_min, cfg.data.m_max + 1, size)
     seed = int(rng.integers(0, 2**62))
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    values: list[np.ndarray] = []
+    values: list[np.ndarray] = [np.empty(0)] * size
+    if cfg.data.simulator == "spectral":
+        for i in range(size):
+            values[i] = spectral_fields(coords[i], float(params["range"][i]), float(params["variance"][i]),
+                                        float(params["nugget"][i]), cfg.data.nu, int(reps[i]), gen,
+                                        modes=cfg.data.spectral_modes)
+        return FieldSet(coords=coords, values=values, params={k: np.asarray(v) for k, v in params.items()})
+    # Chunks of similar sizes: a batched Cholesky pads every field to the largest of its chunk.
+    order = np.argsort([len(c) for c in coords], kind="stable")
     for start in range(0, size, chunk):
-        sl = slice(start, min(start + chunk, size))
-        values.extend(
-            simulate_fields(
-                coords[sl], {k: v[sl] for k, v in params.items()}, reps[sl], cfg.data.nu, gen,
-                times=times[sl] if cfg.data.spacetime else None, nu_time=cfg.data.nu_time, device=device,
-            )
+        sl = order[start: start + chunk]
+        drawn = simulate_fields(
+            [coords[i] for i in sl], {k: np.asarray(v)[sl] for k, v in params.items()}, reps[sl], cfg.data.nu, gen,
+            times=[times[i] for i in sl] if cfg.data.spacetime else None, nu_time=cfg.data.nu_time, device=device,
         )
+        for i, v in zip(sl, drawn):
+            values[i] = v
     return FieldSet(coords=coords, values=values, params={k: np.asarray(v) for k, v in params.items()},
                     times=times if cfg.data.spacetime else None)
 

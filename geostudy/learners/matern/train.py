@@ -19,6 +19,8 @@ from geostudy.nn.training import check_finite, make_optimizer
 
 def typical_edge_length(cfg: MaternConfig) -> float:
     """Edge length scale of the graphs this config builds (initialises the radial bases)."""
+    if cfg.model.density_aware:
+        return 1.0  # lengths are in units of each field's mean edge length
     if cfg.graph.kind == "radius":
         return cfg.graph.radius
     # The k-th neighbour of a uniform pattern of n points in the unit square lies ~sqrt(k / (pi n)) away.
