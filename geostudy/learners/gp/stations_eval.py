@@ -77,7 +77,7 @@ def cross_validate(values: np.ndarray, folds: list[np.ndarray],
 
 def spline_per_time(coords: np.ndarray, values: np.ndarray, targets: np.ndarray, *,
                     dampings: tuple[float | None, ...] = SPLINE_DAMPINGS, per_step_cv: bool = False,
-                    cv_steps: int = 10) -> np.ndarray:
+                    cv_steps: int = 5) -> np.ndarray:
     """verde's biharmonic ``Spline`` fitted at each time step on the stations that have a value.
 
     The damping is chosen by verde's ``SplineCV`` (5-fold) among ``dampings``: at every time step
