@@ -230,6 +230,19 @@ def test_lonlat_stations_give_a_lonlat_grid_and_a_station_outside_is_reported(tm
         assert ds["mean"].dims == ("time", "lat", "lon") and ds["lon"].attrs["units"] == "degrees_east"
 
 
+def test_a_template_netcdf_sets_the_grid_and_output_times_pick_dates(tmp_path):
+    import xarray as xr
+
+    xr.Dataset(coords={"x": ("x", np.linspace(0, 1e5, 7), {"axis": "X"}),
+                       "y": ("y", np.linspace(0, 1e5, 5), {"axis": "Y"})}).to_netcdf(tmp_path / "grid.nc")
+    cfg = config(**{"data.path": str(station_csv(tmp_path)), "output.grid.template": str(tmp_path / "grid.nc"),
+                    "output.times": ["2024-01-01T03:00", "2024-01-02"], "eval.station_folds": 0})
+    result = get_learner("gp").run(cfg, RunContext(workdir=tmp_path / "run"))
+    with xr.open_dataset(result.files["gp_stations_nc"]) as ds:
+        assert ds["mean"].shape == (2, 5, 7)
+        assert [str(t)[:16] for t in ds["time"].values] == ["2024-01-01T03:00", "2024-01-02T00:00"]
+
+
 BAD_CASES = {
     "missing column": ("station,x,y,time,temp\nA,0,0,2024-01-01,1\n", [], "columns.value", "not found"),
     "non-numeric value": ("station,x,y,time,value\nA,0,0,2024-01-01,1\nB,5,5,2024-01-01,warm\n", [],
