@@ -10,6 +10,13 @@ Rows (see issue 5):
   covariances read off the true image instead of a pilot: what a perfect pilot would give.
 - ``large_n``: the largest n our SVGP fits (fixed epochs) within a time budget, and its test RMSE vs
   an exact GP on a 2000-point subsample of the same data.
+
+Station rows (issue 21; ``python bench/run.py gp --rows stations`` runs only these, ``--rows image`` the
+others): 150 stations x 120 3-hourly times of a known field, 10% missing, 30 other stations scored against
+the true field:
+- ``stations_rmse`` vs per-time-step verde ``Spline``; ``stations_rmse_vs_kriging`` vs per-time-step pykrige
+  ordinary kriging; ``stations_rmse_space_only`` vs our GP without time kernel; ``stations_coverage``;
+- ``stations_seconds``: 200 stations x 365 days from a CSV to the 100 x 100 x 365 NetCDF vs kriging the same.
 """
 
 from __future__ import annotations
