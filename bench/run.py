@@ -1,6 +1,7 @@
 """Run one benchmark and print ours vs baseline side by side.
 
-Usage: ``python bench/run.py NAME [--quick]`` (or ``all``). Each ``bench/<NAME>.py`` defines
+Usage: ``python bench/run.py NAME [--quick] [--rows GROUP]`` (or ``all``); ``--rows`` runs one group of a
+bench's rows where the bench has groups (gp: ``image``, ``stations``). Each ``bench/<NAME>.py`` defines
 ``run(quick: bool) -> list[dict]`` whose rows carry ``work``, ``unit``, ``ours``, ``baseline``,
 ``baseline_name`` and ``lower_is_better``; this script adds the machine, writes
 ``out/bench/NAME.json`` (format in DESIGN.md) and prints the table with the ratio ours/baseline.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib
+import inspect
 import json
 import math
 import platform
@@ -67,10 +69,10 @@ def format_table(name: str, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run_bench(name: str, quick: bool, out_dir: Path) -> dict:
+def run_bench(name: str, quick: bool, out_dir: Path, row_group: str | None = None) -> dict:
     module = importlib.import_module(f"bench.{name}")
     start = time.perf_counter()
-    rows = module.run(quick=quick)
+    rows = module.run(quick=quick) if row_group is None else module.run(quick=quick, rows=row_group)
     for row in rows:
         missing = [k for k in ROW_KEYS if k not in row]
         if missing:
@@ -84,10 +86,13 @@ def run_bench(name: str, quick: bool, out_dir: Path) -> dict:
         "seconds": round(time.perf_counter() - start, 1),
         "rows": rows,
     }
+    if row_group is not None:  # a part of the bench: its own file, the full one stays as it was
+        result["rows_group"] = row_group
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2))
+    target = out_dir / (f"{name}.json" if row_group is None else f"{name}-{row_group}.json")
+    target.write_text(json.dumps(result, indent=2))
     print(format_table(name, rows))
-    print(f"({result['seconds']} s; written to {out_dir / (name + '.json')})\n", flush=True)
+    print(f"({result['seconds']} s; written to {target})\n", flush=True)
     return result
 
 
@@ -97,12 +102,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", help=f"one of: {', '.join(names)}, or all")
     parser.add_argument("--quick", action="store_true", help="small sizes, minutes not hours")
     parser.add_argument("--out", default=str(ROOT / "out" / "bench"), help="folder for NAME.json")
+    parser.add_argument("--rows", help="only this group of a bench's rows (e.g. gp: image | stations)")
     args = parser.parse_args(argv)
     if args.name != "all" and args.name not in names:
         print(f"error: unknown bench {args.name!r}; allowed: {', '.join(names)}, all", file=sys.stderr)
         return 2
+    if args.rows is not None and args.name == "all":
+        print("error: --rows needs one bench name, not all", file=sys.stderr)
+        return 2
     for name in names if args.name == "all" else [args.name]:
-        run_bench(name, args.quick, Path(args.out))
+        if args.rows is not None and "rows" not in inspect.signature(importlib.import_module(f"bench.{name}").run).parameters:
+            print(f"error: bench {name!r} has no row groups (--rows)", file=sys.stderr)
+            return 2
+        run_bench(name, args.quick, Path(args.out), args.rows)
     return 0
 
 

@@ -306,7 +306,7 @@ def test_kernel_mask_bar_chart():
 def test_study_files_name_existing_keys():
     base = load_yaml(ROOT / "configs" / "gp.yaml")
     learner = get_learner("gp")
-    for name in ("gp_quick", "gp", "gp_inpaint"):
+    for name in ("gp_quick", "gp", "gp_inpaint", "gp_stations_quick"):
         study = load_yaml(ROOT / "studies" / f"{name}.yaml")
         cfg = apply_overrides(base, study.get("set", {}))
         for key in study["space"]:

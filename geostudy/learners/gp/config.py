@@ -10,6 +10,7 @@ from geostudy.config import check_range
 from geostudy.errors import ConfigError
 from geostudy.learners.gp.crossval import OBJECTIVES
 from geostudy.learners.gp.kernels import COMBINE_NAMES, check_kernel_name
+from geostudy.learners.gp.stations_config import OutputConfig, StationsConfig
 from geostudy.learners.gp.steering import CORRELATIONS
 
 
@@ -42,7 +43,7 @@ class SyntheticConfig:
 
 @dataclass
 class DataConfig:
-    source: Literal["synthetic", "netcdf", "npy", "image"] = "synthetic"
+    source: Literal["synthetic", "netcdf", "npy", "image", "stations"] = "synthetic"
     path: str | None = None
     variable: str | None = None
     time_dim: str | None = "time"
@@ -52,6 +53,7 @@ class DataConfig:
     size: list[int] | None = None
     max_frames: int | None = None
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    stations: StationsConfig = field(default_factory=StationsConfig)
 
     def validate(self, file: str | Path | None, prefix: str) -> None:
         if self.source in ("netcdf", "npy") and not self.path:
@@ -143,11 +145,12 @@ class ModelConfig:
     time_lengthscale: float = 0.3
     min_lengthscale: float = 0.0
     noise_lower_bound: float = 1.0e-4
-    inference: Literal["auto", "exact", "svgp"] = "auto"
+    inference: Literal["auto", "exact", "svgp", "kronecker"] = "auto"
     exact_max_n: int = 3000
     inducing_points: int = 256
     batch_size: int = 1024
     init_from_data: bool = False
+    time_period: float | None = None
     local: LocalConfig = field(default_factory=LocalConfig)
     nonstationary: str = "none"
     steering: SteeringConfig = field(default_factory=SteeringConfig)
@@ -172,6 +175,8 @@ class ModelConfig:
         check_range(self.min_lengthscale, f"{prefix}min_lengthscale", file=file, low=0)
         check_range(self.noise_lower_bound, f"{prefix}noise_lower_bound", file=file, low=0, low_open=True)
         check_range(self.exact_max_n, f"{prefix}exact_max_n", file=file, low=1)
+        if self.time_period is not None:
+            check_range(self.time_period, f"{prefix}time_period", file=file, low=0, low_open=True)
         check_range(self.inducing_points, f"{prefix}inducing_points", file=file, low=1)
         check_range(self.batch_size, f"{prefix}batch_size", file=file, low=1)
         if self.nonstationary not in NONSTATIONARY_NAMES:
@@ -197,6 +202,8 @@ class TrainConfig:
     refine_steps: int = 0
     objective: str = "mll"
     folds: int = 10
+    hyper_block: int = 2000
+    station_calibration: bool = True
 
     def validate(self, file: str | Path | None, prefix: str) -> None:
         check_range(self.iterations, f"{prefix}iterations", file=file, low=1)
@@ -204,6 +211,7 @@ class TrainConfig:
             raise ConfigError(f"unknown objective {self.objective!r}; allowed: {', '.join(OBJECTIVES)}", file=file,
                               key=f"{prefix}objective")
         check_range(self.folds, f"{prefix}folds", file=file, low=2)
+        check_range(self.hyper_block, f"{prefix}hyper_block", file=file, low=10)
         check_range(self.hyper_subsample, f"{prefix}hyper_subsample", file=file, low=0)
         check_range(self.refine_steps, f"{prefix}refine_steps", file=file, low=0)
         check_range(self.lr, f"{prefix}lr", file=file, low=0, low_open=True)
@@ -220,9 +228,20 @@ class EvalConfig:
     sklearn_max_n: int = 1500
     pdf: bool = True
     max_pdf_frames: int = 24
+    station_folds: int = 5
+    block_spacing: float | None = None
+    spline: bool = True
+    map_times: int = 3
+    series_figures: int = 4
 
     def validate(self, file: str | Path | None, prefix: str) -> None:
         check_range(self.predict_batch, f"{prefix}predict_batch", file=file, low=1)
+        if self.station_folds != 0:
+            check_range(self.station_folds, f"{prefix}station_folds", file=file, low=2)
+        if self.block_spacing is not None:
+            check_range(self.block_spacing, f"{prefix}block_spacing", file=file, low=0, low_open=True)
+        check_range(self.map_times, f"{prefix}map_times", file=file, low=1)
+        check_range(self.series_figures, f"{prefix}series_figures", file=file, low=0)
         check_range(self.sklearn_max_n, f"{prefix}sklearn_max_n", file=file, low=1)
         check_range(self.max_pdf_frames, f"{prefix}max_pdf_frames", file=file, low=1)
 
@@ -238,3 +257,4 @@ class GpConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
