@@ -15,7 +15,7 @@ class GeneratorConfig:
     """The procedural training image (used when ``data.source`` is ``procedural``)."""
 
     kind: Literal["channels", "ellipses", "mixed"] = "mixed"
-    size: int = 256
+    size: int = 384
     n_channels: int = 12
     channel_width: float = 4.0
     n_ellipses: int = 40

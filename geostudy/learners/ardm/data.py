@@ -98,7 +98,7 @@ class TrainingImage:
 
 
 def _read_file(cfg: DataConfig) -> tuple[np.ndarray, FaciesCodes]:
-    return read_training_file(resolve_path(cfg.path), cfg.n_categories, thresholds=cfg.thresholds, codes=cfg.codes,
+    return read_training_file(resolve_path(cfg.path or ""), cfg.n_categories, thresholds=cfg.thresholds, codes=cfg.codes,
                               variable=cfg.variable, grid=cfg.grid)
 
 
@@ -120,7 +120,7 @@ def check_training_image(cfg: DataConfig, min_size: int) -> None:
     trial's config.
     """
     if cfg.source == "file":
-        path = resolve_path(cfg.path)
+        path = resolve_path(cfg.path or "")
         if not path.is_file():
             _read_file(cfg)  # raises the DataError naming the file
         h, w = _checked_shape(path, path.stat().st_mtime_ns, cfg.n_categories, _tuple(cfg.thresholds),

@@ -120,7 +120,7 @@ def realisation_maps(images: np.ndarray, codes: np.ndarray, extent: Extent, hard
     """The first realisations (category indices), coloured by facies code, wells as red rings."""
     k = len(codes)
     rows, cols = _grid(len(images), max_cols=3)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.1 * rows + 0.5), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.9 * rows + 0.6), squeeze=False, layout="constrained")
     cmap, norm = _cmap(k)
     im = None
     for i, ax in enumerate(axes.flat):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -67,7 +68,7 @@ def write_netcdf(path: Path, codes_img: np.ndarray, prob: np.ndarray, entropy: n
     n, ny, nx = codes_img.shape
     x = sim.origin[0] + sim.spacing[0] * np.arange(nx)
     y = sim.origin[1] + sim.spacing[1] * np.arange(ny)
-    data = {"facies": (("realisation", "y", "x"), codes_img,
+    data: dict[str, Any] = {"facies": (("realisation", "y", "x"), codes_img,
                        {"long_name": "facies code", "flag_values": codes.codes, "units": "1"})}
     for k, code in enumerate(codes.codes):
         data[f"probability_{_code_name(code)}"] = (("y", "x"), prob[k].astype(np.float32), {

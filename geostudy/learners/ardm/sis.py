@@ -65,7 +65,8 @@ def fit_indicator_variograms(image: np.ndarray, n_classes: int, max_lag: int) ->
             continue
         fits = []
         for kind in ("exponential", "spherical"):
-            def residual(theta: np.ndarray, kind: VariogramKind = kind) -> np.ndarray:
+            def residual(theta: np.ndarray, kind: VariogramKind = kind, gx: np.ndarray = gx,
+                         gy: np.ndarray = gy) -> np.ndarray:
                 model = IndicatorVariogram(kind, theta[0], theta[1], theta[2])
                 return np.concatenate([model.gamma(lags, 0 * lags) - gx, model.gamma(0 * lags, lags) - gy])
 
