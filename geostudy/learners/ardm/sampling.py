@@ -9,6 +9,7 @@ exact one-pixel-per-call ancestral sampling.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,7 +39,8 @@ def chunk_edges(n_free: int, budget: int) -> np.ndarray:
 
 @torch.no_grad()
 def sample(model: nn.Module, n: int, size: int | tuple[int, int], *, budget: int, hard: HardData | None = None, seed: int = 0,
-           batch_size: int = 16, device: torch.device | str = "cpu") -> Samples:
+           batch_size: int = 16, device: torch.device | str = "cpu",
+           progress: Callable[[str], None] | None = None) -> Samples:
     """Draw ``n`` realisations of ``size x size`` pixels.
 
     Args:
@@ -51,6 +53,7 @@ def sample(model: nn.Module, n: int, size: int | tuple[int, int], *, budget: int
         seed: Seeds the orders and the categorical draws.
         batch_size: Realisations per network call.
         device: Where to run.
+        progress: Called with a line about every tenth of the network calls (long runs on big grids).
     """
     model.eval()
     device = torch.device(device)
@@ -71,6 +74,9 @@ def sample(model: nn.Module, n: int, size: int | tuple[int, int], *, budget: int
     n_free = d - len(flat)
     edges = torch.as_tensor(chunk_edges(n_free, budget), device=device)
     out, entropy = [], None
+    n_calls = -(-n // batch_size) * (len(edges) - 1)
+    every = max(1, n_calls // 10)
+    done = 0
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
         x = torch.zeros(b, d, dtype=torch.long, device=device)
@@ -95,6 +101,9 @@ def sample(model: nn.Module, n: int, size: int | tuple[int, int], *, budget: int
             chosen = (rank >= edges[k]) & (rank < edges[k + 1])
             x = torch.where(chosen, draw, x)
             mask |= chosen
+            done += 1
+            if progress is not None and (done % every == 0 or done == n_calls):
+                progress(f"sampling: {done}/{n_calls} network calls")
         out.append(x.view(b, height, width).cpu().numpy())
     if entropy is None:
         entropy = np.zeros((height, width))
