@@ -112,6 +112,12 @@ def test_codes_are_mapped_and_restored(tmp_path: Path) -> None:
         read_training_file(tmp_path / "plain.dat", 3)
     idx, _ = read_training_file(tmp_path / "plain.dat", 3, grid=[40, 40])
     assert idx.shape == (40, 40)
+    # Through the learner, before anything runs: one line naming the file.
+    cfg = apply_overrides(load_yaml(ROOT / "configs" / "ardm.yaml"),
+                          {**TINY, "data.path": str(tmp_path / "ti.gslib"), "data.n_categories": 2})
+    with pytest.raises(DataError) as err:
+        get_learner("ardm").check_config(cfg)
+    assert "\n" not in str(err.value) and "ti.gslib" in str(err.value) and "distinct facies codes" in str(err.value)
 
 
 # ---------------------------------------------------------------------------------------------------
