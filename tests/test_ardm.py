@@ -33,6 +33,8 @@ TINY = {
     "device": "cpu",
     "threads": 1,
     "data.source": "procedural",
+    "data.n_categories": 2,
+    "data.generator.kind": "channels",
     "data.downsample": 1,
     "data.patch": 8,
     "data.generator.size": 48,

@@ -1,9 +1,11 @@
 """OA-ARDM learner: order-agnostic autoregressive diffusion (Hoogeboom et al., ICLR 2022) for
 categorical geostatistical images (facies), with sampling conditioned on hard data (wells).
 
-Modules: ``config`` (typed config), ``data`` (PNG / procedural images, patches, hard data),
-``model`` (UNet), ``train`` (objective, EMA), ``sampling``, ``evaluate`` (variograms,
-connectivity), ``plots``, ``learner`` (the :class:`ArdmLearner` run).
+Modules: ``config`` (typed config), ``data`` (procedural images, patches, hard data), ``images``
+(PNG / .npy / GSLIB training images, facies codes), ``wells`` (hard data from a CSV), ``model``
+(UNet), ``train`` (objective, EMA), ``sampling``, ``evaluate`` (variograms, connectivity),
+``checkpoint``, ``simulate`` (``mode: simulate``: GSLIB + NetCDF realisations), ``sis`` (the
+sequential indicator simulation baseline), ``plots``, ``learner`` (the :class:`ArdmLearner` run).
 """
 
 from geostudy.learners.ardm.config import ArdmConfig

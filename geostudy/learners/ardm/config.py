@@ -14,8 +14,8 @@ from geostudy.errors import ConfigError
 class GeneratorConfig:
     """The procedural training image (used when ``data.source`` is ``procedural``)."""
 
-    kind: Literal["channels", "ellipses", "mixed"] = "channels"
-    size: int = 256
+    kind: Literal["channels", "ellipses", "mixed"] = "mixed"
+    size: int = 384
     n_channels: int = 12
     channel_width: float = 4.0
     n_ellipses: int = 40
@@ -33,15 +33,18 @@ class GeneratorConfig:
 
 @dataclass
 class DataConfig:
-    source: Literal["file", "procedural"] = "file"
-    path: str = "../shared/data/channels_ti.png"
-    n_categories: int = 2
+    source: Literal["file", "procedural"] = "procedural"
+    path: str | None = None
+    n_categories: int = 3
     thresholds: list[float] | None = None
+    codes: list[float] | None = None
+    variable: int | str = 0
+    grid: list[int] | None = None
     downsample: int = 1
     patch: int = 64
     val_fraction: float = 0.2
     flips: bool = True
-    rot90: bool = False
+    rot90: bool = True
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
 
     def validate(self, file: str | Path | None, prefix: str) -> None:
@@ -50,6 +53,14 @@ class DataConfig:
         check_range(self.patch, f"{prefix}patch", file=file, low=4)
         check_range(self.val_fraction, f"{prefix}val_fraction", file=file, low=0, high=1, low_open=True,
                     high_open=True)
+        if self.source == "file" and not self.path:
+            raise ConfigError("data.source: file needs a training image path (PNG, .npy or GSLIB), or set "
+                              "data.source: procedural", file=file, key=f"{prefix}path")
+        if self.codes is not None and (len(self.codes) != self.n_categories or len(set(self.codes)) != len(self.codes)):
+            raise ConfigError(f"must list n_categories = {self.n_categories} distinct codes, but got {self.codes!r}",
+                              file=file, key=f"{prefix}codes")
+        if self.grid is not None and (len(self.grid) != 2 or min(self.grid) < 1):
+            raise ConfigError(f"must be [nx, ny] with both >= 1, but got {self.grid!r}", file=file, key=f"{prefix}grid")
         if self.thresholds is not None:
             if len(self.thresholds) != self.n_categories - 1:
                 raise ConfigError(f"must hold n_categories - 1 = {self.n_categories - 1} grey levels, but got "
@@ -148,9 +159,39 @@ class EvalConfig:
 
 
 @dataclass
+class SimulateConfig:
+    """``mode: simulate``: realisations of a trained checkpoint on a target grid, honouring wells."""
+
+    checkpoint: str | None = None
+    n_realisations: int = 10
+    nx: int = 256
+    ny: int = 256
+    origin: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    spacing: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    hard_data: str | None = None
+    columns: list[str] = field(default_factory=lambda: ["x", "y", "facies"])
+    coordinates: Literal["grid", "world"] = "grid"
+    call_budget: int = 256
+    batch_size: int = 4
+
+    def validate(self, file: str | Path | None, prefix: str) -> None:
+        for name in ("n_realisations", "nx", "ny", "call_budget", "batch_size"):
+            check_range(getattr(self, name), f"{prefix}{name}", file=file, low=1)
+        if len(self.origin) != 2:
+            raise ConfigError(f"must be [x0, y0], but got {self.origin!r}", file=file, key=f"{prefix}origin")
+        if len(self.spacing) != 2 or min(self.spacing) <= 0:
+            raise ConfigError(f"must be [dx, dy] with both > 0, but got {self.spacing!r}", file=file,
+                              key=f"{prefix}spacing")
+        if len(self.columns) != 3:
+            raise ConfigError(f"must name the [x, y, facies] columns, but got {self.columns!r}", file=file,
+                              key=f"{prefix}columns")
+
+
+@dataclass
 class ArdmConfig:
     learner: str = "ardm"
     seed: int = 0
+    mode: Literal["train", "simulate"] = "train"
     device: str = "auto"
     threads: int | None = None
     data: DataConfig = field(default_factory=DataConfig)
@@ -158,6 +199,7 @@ class ArdmConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    simulate: SimulateConfig = field(default_factory=SimulateConfig)
 
     @property
     def sample_size(self) -> int:
@@ -166,6 +208,9 @@ class ArdmConfig:
     def validate(self, file: str | Path | None, prefix: str) -> None:
         if self.threads is not None:
             check_range(self.threads, f"{prefix}threads", file=file, low=1)
+        if self.mode == "simulate" and not self.simulate.checkpoint:
+            raise ConfigError("mode: simulate needs the checkpoint.pt of a train run", file=file,
+                              key=f"{prefix}simulate.checkpoint")
         factor = 2 ** (len(self.model.channel_mult) - 1)
         for key, size in ((f"{prefix}data.patch", self.data.patch), (f"{prefix}eval.sample_size", self.sample_size)):
             if size % factor:

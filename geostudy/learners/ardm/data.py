@@ -16,6 +16,7 @@ import numpy as np
 
 from geostudy.errors import ConfigError, DataError
 from geostudy.learners.ardm.config import DataConfig, GeneratorConfig
+from geostudy.learners.ardm.images import FaciesCodes, read_training_file
 from geostudy.learners.base import REPO_ROOT
 
 
@@ -38,29 +39,7 @@ def load_png(path: str | Path, n_categories: int, thresholds: Sequence[float] | 
     Raises:
         DataError: the file is missing or unreadable, or has more grey levels than categories.
     """
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError("training image not found; put the file there, or set data.source: procedural", file=path)
-    try:
-        with Image.open(path) as im:
-            grey = np.asarray(im.convert("L"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as err:
-        raise DataError(f"cannot read the image: {err}", file=path) from None
-    if thresholds is not None:
-        if len(thresholds) != n_categories - 1:
-            raise ConfigError(f"must hold n_categories - 1 = {n_categories - 1} grey levels, but got "
-                              f"{len(thresholds)}", key="data.thresholds")
-        return np.digitize(grey, np.asarray(thresholds, dtype=np.float64)).astype(np.int64)
-    levels = np.flatnonzero(np.bincount(grey.ravel(), minlength=256))
-    if len(levels) > n_categories:
-        shown = ", ".join(str(v) for v in levels[:8]) + (", ..." if len(levels) > 8 else "")
-        raise DataError(f"has {len(levels)} distinct grey levels ({shown}) but data.n_categories is {n_categories}; "
-                        f"raise data.n_categories or set data.thresholds", file=path)
-    lut = np.zeros(256, dtype=np.int64)
-    lut[levels] = np.arange(len(levels))
-    return lut[grey]
+    return read_training_file(Path(path), n_categories, thresholds=thresholds)[0]
 
 
 def procedural_image(cfg: GeneratorConfig, n_categories: int, seed: int) -> np.ndarray:
@@ -110,35 +89,54 @@ def downsample(image: np.ndarray, factor: int, n_categories: int) -> np.ndarray:
     return counts.argmax(axis=0).astype(np.int64)
 
 
+@dataclass
+class TrainingImage:
+    """A training image as category indices ``(H, W)`` and the facies codes of those indices."""
+
+    image: np.ndarray
+    codes: FaciesCodes
+
+
+def _read_file(cfg: DataConfig) -> tuple[np.ndarray, FaciesCodes]:
+    return read_training_file(resolve_path(cfg.path or ""), cfg.n_categories, thresholds=cfg.thresholds, codes=cfg.codes,
+                              variable=cfg.variable, grid=cfg.grid)
+
+
+def _tuple(values: Sequence[float] | Sequence[int] | None) -> tuple | None:
+    return tuple(values) if values is not None else None
+
+
 @functools.lru_cache(maxsize=8)
-def _checked_png_shape(path: Path, mtime_ns: int, n_categories: int, thresholds: tuple[float, ...] | None
-                       ) -> tuple[int, int]:
-    return load_png(path, n_categories, thresholds).shape  # type: ignore[return-value]
+def _checked_shape(path: Path, mtime_ns: int, n_categories: int, thresholds: tuple | None, codes: tuple | None,
+                   variable: str | int, grid: tuple | None) -> tuple[int, int]:
+    image, _ = read_training_file(path, n_categories, thresholds=thresholds, codes=codes, variable=variable, grid=grid)
+    return image.shape  # type: ignore[return-value]
 
 
 def check_training_image(cfg: DataConfig, min_size: int) -> None:
     """Check that the configured image loads and its split fits ``min_size`` patches, without training.
 
-    A file's check is cached by path and modification time: a study checks every trial's config.
+    A file's check is cached by its reading settings and modification time: a study checks every
+    trial's config.
     """
     if cfg.source == "file":
-        path = resolve_path(cfg.path)
+        path = resolve_path(cfg.path or "")
         if not path.is_file():
-            load_png(path, cfg.n_categories)  # raises the DataError naming the file
-        thresholds = tuple(cfg.thresholds) if cfg.thresholds is not None else None
-        h, w = _checked_png_shape(path, path.stat().st_mtime_ns, cfg.n_categories, thresholds)
+            _read_file(cfg)  # raises the DataError naming the file
+        h, w = _checked_shape(path, path.stat().st_mtime_ns, cfg.n_categories, _tuple(cfg.thresholds),
+                              _tuple(cfg.codes), cfg.variable, _tuple(cfg.grid))
     else:
         h = w = cfg.generator.size
     check_split((h // cfg.downsample, w // cfg.downsample), cfg.val_fraction, min_size)
 
 
-def load_training_image(cfg: DataConfig, seed: int) -> np.ndarray:
-    """The configured training image as category indices, downsampled as asked."""
+def load_training_image(cfg: DataConfig, seed: int) -> TrainingImage:
+    """The configured training image as category indices, downsampled as asked, with its codes."""
     if cfg.source == "procedural":
-        image = procedural_image(cfg.generator, cfg.n_categories, seed)
+        image, codes = procedural_image(cfg.generator, cfg.n_categories, seed), FaciesCodes.identity(cfg.n_categories)
     else:
-        image = load_png(resolve_path(cfg.path), cfg.n_categories, cfg.thresholds)
-    return downsample(image, cfg.downsample, cfg.n_categories)
+        image, codes = _read_file(cfg)
+    return TrainingImage(image=downsample(image, cfg.downsample, cfg.n_categories), codes=codes)
 
 
 @dataclass

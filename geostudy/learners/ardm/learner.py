@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from geostudy.learners.ardm import plots
+from geostudy.learners.ardm.checkpoint import save_checkpoint
 from geostudy.learners.ardm.config import ArdmConfig
 from geostudy.learners.ardm.data import (
     HardData,
@@ -22,8 +23,10 @@ from geostudy.learners.ardm.data import (
     split_image,
 )
 from geostudy.learners.ardm.evaluate import image_stats, mismatch
+from geostudy.learners.ardm.images import FaciesCodes
 from geostudy.learners.ardm.model import UNet
 from geostudy.learners.ardm.sampling import sample
+from geostudy.learners.ardm.simulate import check_simulation, run_simulation
 from geostudy.learners.ardm.train import Ema, bits_per_pixel, train_step
 from geostudy.learners.base import Learner, RunContext, RunResult
 from geostudy.nn import make_optimizer, resolve_device, seed_everything
@@ -55,6 +58,7 @@ class FittedModel:
     split: Split
     history: list[dict[str, float]]
     device: torch.device
+    codes: FaciesCodes
 
 
 def train_model(cfg: ArdmConfig, ctx: RunContext) -> FittedModel:
@@ -66,7 +70,8 @@ def train_model(cfg: ArdmConfig, ctx: RunContext) -> FittedModel:
     generator = seed_everything(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     device = resolve_device(cfg.device)
-    image = load_training_image(cfg.data, cfg.seed)
+    ti = load_training_image(cfg.data, cfg.seed)
+    image = ti.image
     split = split_image(image, cfg.data.val_fraction, max(cfg.data.patch, cfg.sample_size))
     val = torch.as_tensor(random_patches(split.val, cfg.train.val_patches, cfg.data.patch,
                                          np.random.default_rng(cfg.seed + 1)), device=device)
@@ -91,7 +96,7 @@ def train_model(cfg: ArdmConfig, ctx: RunContext) -> FittedModel:
                                           batch_size=cfg.train.batch_size)}
 
     history = run_epochs(cfg.train.epochs, train_epoch, evaluate, ctx)
-    return FittedModel(model=ema.model.eval(), split=split, history=history, device=device)
+    return FittedModel(model=ema.model.eval(), split=split, history=history, device=device, codes=ti.codes)
 
 
 def _json_list(values: np.ndarray) -> list[float | None]:
@@ -116,6 +121,9 @@ class ArdmLearner(Learner):
 
     def check_config(self, config: Mapping[str, Any], *, file: str | Path | None = None) -> None:
         cfg: ArdmConfig = self.parse_config(config, file=file)
+        if cfg.mode == "simulate":
+            check_simulation(cfg)  # the checkpoint, the grid and the wells; no training image needed
+            return
         # A missing file, one with too many grey levels or a split too small fails before any storage.
         check_training_image(cfg.data, max(cfg.data.patch, cfg.sample_size))
         if cfg.eval.hard_data is not None:
@@ -124,6 +132,8 @@ class ArdmLearner(Learner):
     def run(self, config: Mapping[str, Any], ctx: RunContext) -> RunResult:
         cfg: ArdmConfig = self.parse_config(config)
         with torch_threads(cfg.threads):
+            if cfg.mode == "simulate":
+                return run_simulation(cfg, ctx, list(self.metrics))
             return self._run(cfg, ctx)
 
     def _run(self, cfg: ArdmConfig, ctx: RunContext) -> RunResult:
@@ -159,10 +169,10 @@ class ArdmLearner(Learner):
         workdir = Path(ctx.workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         files = {"samples": workdir / "samples.npy", "conditional_samples": workdir / "conditional_samples.npy",
-                 "model": workdir / "model_ema.pt"}
+                 "checkpoint": save_checkpoint(workdir / "checkpoint.pt", fit.model, cfg, fit.codes)}
+        # Category indices (0..K-1), as the statistics use them; mode: simulate writes facies codes.
         np.save(files["samples"], uncond.images.astype(np.uint8))
         np.save(files["conditional_samples"], cond.images.astype(np.uint8))
-        torch.save(fit.model.state_dict(), files["model"])
 
         shown = {k: metrics[k] for k in ("variogram_mismatch", "connectivity_mismatch", "proportion_error")}
         figures = {

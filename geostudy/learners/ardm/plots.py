@@ -98,3 +98,70 @@ def statistics_comparison(ours: ImageStats, ref: ImageStats, metrics: dict[str, 
     fig.suptitle(f"samples vs training image: {shown}", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------------------------------------------
+# Maps of a simulation (mode: simulate), in world coordinates with y up, as a geomodeller reads them.
+
+Extent = tuple[float, float, float, float]
+
+
+def _wells(ax, hard: HardData | None, shape: tuple[int, int], extent: Extent, colors=None) -> None:
+    if hard is None or not len(hard):
+        return
+    ny, nx = shape
+    dx, dy = (extent[1] - extent[0]) / nx, (extent[3] - extent[2]) / ny
+    x = extent[0] + dx * (hard.cols + 0.5)
+    y = extent[2] + dy * (hard.rows + 0.5)
+    ax.scatter(x, y, c=colors if colors is not None else "none", s=14, marker="o", edgecolors="red", linewidths=0.9)
+
+
+def realisation_maps(images: np.ndarray, codes: np.ndarray, extent: Extent, hard: HardData | None) -> Figure:
+    """The first realisations (category indices), coloured by facies code, wells as red rings."""
+    k = len(codes)
+    rows, cols = _grid(len(images), max_cols=3)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.9 * rows + 0.6), squeeze=False, layout="constrained")
+    cmap, norm = _cmap(k)
+    im = None
+    for i, ax in enumerate(axes.flat):
+        if i >= len(images):
+            ax.set_axis_off()
+            continue
+        im = ax.imshow(images[i], cmap=cmap, norm=norm, origin="lower", extent=extent, interpolation="nearest")
+        _wells(ax, hard, images[i].shape, extent, colors=None)
+        ax.set_title(f"realisation {i + 1}", fontsize=9)
+        ax.tick_params(labelsize=7)
+    if im is not None:
+        bar = fig.colorbar(im, ax=axes, ticks=np.arange(k), shrink=0.8)
+        bar.ax.set_yticklabels([f"{c:g}" for c in codes])
+        bar.set_label("facies code")
+    fig.suptitle(f"conditional realisations ({len(hard) if hard is not None else 0} hard data, red rings)", fontsize=10)
+    return fig
+
+
+def probability_maps(prob: np.ndarray, codes: np.ndarray, extent: Extent, hard: HardData | None) -> Figure:
+    """One e-type map per facies: the share of realisations holding it."""
+    k = len(codes)
+    fig, axes = plt.subplots(1, k, figsize=(3.6 * k, 3.4), squeeze=False)
+    for i, ax in enumerate(axes[0]):
+        im = ax.imshow(prob[i], cmap="viridis", vmin=0, vmax=1, origin="lower", extent=extent,
+                       interpolation="nearest")
+        _wells(ax, hard, prob[i].shape, extent)
+        ax.set_title(f"P(facies {codes[i]:g})", fontsize=9)
+        ax.tick_params(labelsize=7)
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.tight_layout()
+    return fig
+
+
+def entropy_world_map(entropy: np.ndarray, n_classes: int, extent: Extent, hard: HardData | None) -> Figure:
+    """Entropy (bits) of the facies shares over the realisations; 0 at the wells."""
+    fig, ax = plt.subplots(figsize=(4.6, 3.9))
+    im = ax.imshow(entropy, cmap="magma", vmin=0, vmax=math.log2(n_classes), origin="lower", extent=extent,
+                   interpolation="nearest")
+    _wells(ax, hard, entropy.shape, extent)
+    fig.colorbar(im, ax=ax, label="entropy (bits)")
+    ax.set(title="entropy of the facies shares over the realisations", xlabel="x", ylabel="y")
+    ax.title.set_fontsize(9)
+    fig.tight_layout()
+    return fig

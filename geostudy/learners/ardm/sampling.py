@@ -9,6 +9,7 @@ exact one-pixel-per-call ancestral sampling.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,31 +38,35 @@ def chunk_edges(n_free: int, budget: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def sample(model: nn.Module, n: int, size: int, *, budget: int, hard: HardData | None = None, seed: int = 0,
-           batch_size: int = 16, device: torch.device | str = "cpu") -> Samples:
+def sample(model: nn.Module, n: int, size: int | tuple[int, int], *, budget: int, hard: HardData | None = None, seed: int = 0,
+           batch_size: int = 16, device: torch.device | str = "cpu",
+           progress: Callable[[str], None] | None = None) -> Samples:
     """Draw ``n`` realisations of ``size x size`` pixels.
 
     Args:
         model: A network ``(x, mask) -> logits`` with attribute ``n_classes``.
         n: Number of realisations.
-        size: Image side in pixels.
+        size: Image side in pixels, or ``(height, width)``; the network is fully convolutional, so
+            grids larger than its training patch work (each a multiple of ``2**(levels-1)``).
         budget: Network calls per realisation (at most the number of free pixels).
         hard: Hard data revealed first; every realisation honours all of them.
         seed: Seeds the orders and the categorical draws.
         batch_size: Realisations per network call.
         device: Where to run.
+        progress: Called with a line about every tenth of the network calls (long runs on big grids).
     """
     model.eval()
     device = torch.device(device)
-    d = size * size
+    height, width = (size, size) if isinstance(size, int) else size
+    d = height * width
     generator = torch.Generator(device=device).manual_seed(seed)
     if hard is not None and len(hard):
-        inside = (hard.rows >= 0) & (hard.rows < size) & (hard.cols >= 0) & (hard.cols < size)
+        inside = (hard.rows >= 0) & (hard.rows < height) & (hard.cols >= 0) & (hard.cols < width)
         if not inside.all():
             i = int(np.flatnonzero(~inside)[0])
             raise ConfigError(f"hard datum {i} at (row {hard.rows[i]}, col {hard.cols[i]}) is outside the "
-                              f"{size}x{size} image")
-        flat = torch.as_tensor(hard.rows * size + hard.cols, device=device)
+                              f"{height}x{width} image")
+        flat = torch.as_tensor(hard.rows * width + hard.cols, device=device)
         cats = torch.as_tensor(hard.cats, device=device)
     else:
         flat = torch.zeros(0, dtype=torch.long, device=device)
@@ -69,6 +74,9 @@ def sample(model: nn.Module, n: int, size: int, *, budget: int, hard: HardData |
     n_free = d - len(flat)
     edges = torch.as_tensor(chunk_edges(n_free, budget), device=device)
     out, entropy = [], None
+    n_calls = -(-n // batch_size) * (len(edges) - 1)
+    every = max(1, n_calls // 10)
+    done = 0
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
         x = torch.zeros(b, d, dtype=torch.long, device=device)
@@ -81,19 +89,22 @@ def sample(model: nn.Module, n: int, size: int, *, budget: int, hard: HardData |
         for k in range(len(edges) - 1):
             if n_free == 0:
                 break
-            logits = model(x.view(b, size, size), mask.view(b, size, size))  # (B, K, H, W)
+            logits = model(x.view(b, height, width), mask.view(b, height, width))  # (B, K, H, W)
             logits = logits.flatten(2).transpose(1, 2)  # (B, D, K)
             if entropy is None:
                 logp = torch.log_softmax(logits[0].float(), dim=-1)
                 ent = -(logp.exp() * logp).sum(-1) / LN2
                 ent[flat] = 0.0  # known pixels carry no uncertainty
-                entropy = ent.view(size, size).cpu().numpy()
+                entropy = ent.view(height, width).cpu().numpy()
             u = torch.rand(logits.shape, generator=generator, device=device).clamp_(1e-20, 1.0)
             draw = (logits - torch.log(-torch.log(u))).argmax(-1)  # Gumbel-max: one categorical draw per pixel
             chosen = (rank >= edges[k]) & (rank < edges[k + 1])
             x = torch.where(chosen, draw, x)
             mask |= chosen
-        out.append(x.view(b, size, size).cpu().numpy())
+            done += 1
+            if progress is not None and (done % every == 0 or done == n_calls):
+                progress(f"sampling: {done}/{n_calls} network calls")
+        out.append(x.view(b, height, width).cpu().numpy())
     if entropy is None:
-        entropy = np.zeros((size, size))
+        entropy = np.zeros((height, width))
     return Samples(images=np.concatenate(out), entropy=entropy, calls=len(edges) - 1 if n_free else 0)
