@@ -4,14 +4,16 @@ Optuna's ``RDBStorage`` commits every ``suggest``, ``set_user_attr`` and ``repor
 each after looking the trial up again, and its ``_CachedStorage`` re-reads the database on every
 ``get_all_trials``. :class:`FastStorage` keeps Optuna's schema and its guarantees:
 
-* a trial is created in the database at once (unique number, visible RUNNING, heartbeat-able);
+* a trial is created in the database at once (unique number, visible RUNNING, heartbeat-able),
+  with the record of the process that runs it (``geostudy:worker``, also when it pops an enqueued
+  trial), so that a worker on the same machine can tell it died (:mod:`geostudy.study.workers`);
 * the params, user attributes and intermediate values of a trial this process runs are kept in
   memory and written, with its state and values, in ONE transaction when it finishes: a finished
   trial is in the database, whole, before the next one starts. Meanwhile a write (a report, an
   attribute) that comes ``flush_interval`` seconds or more after the last flush writes everything
-  buffered, and so does each heartbeat, so a live dashboard sees progress; with a
-  heartbeat, the params are written as soon as the trial's first attribute or report comes, so a
-  trial re-run after its worker died gets the same params;
+  buffered, and so does each heartbeat, so a live dashboard sees progress; the params are
+  written as soon as the trial's first attribute or report comes, so a trial re-run after its
+  worker died gets the same params;
 * trial system attributes (grid ids, artifacts, sampler bookkeeping that other workers read) and
   every state change of a trial owned by someone else (popping an enqueued trial, failing a stale
   one) are written through, atomically: a conditional ``UPDATE`` under the database's write lock
@@ -71,6 +73,7 @@ from geostudy.study._trial_rows import (
     to_db,
 )
 from geostudy.study._write_behind import WriteBehind
+from geostudy.study.workers import WORKER_KEY
 
 _log = logging.getLogger(__name__)
 
@@ -269,11 +272,14 @@ class FastStorage(WriteBehind, BaseStorage, BaseHeartbeat):
                 trial_id = key[0] if key is not None else None
             if beat:  # the heartbeat thread's first beat, already: it then skips it
                 conn.execute(Sql.first_beat, {"b_trial": trial_id})
-        trial = FrozenTrial(number=number, state=TrialState.RUNNING, value=None, datetime_start=start,
-                            datetime_complete=None, params={}, distributions={}, user_attrs={}, system_attrs={},
-                            intermediate_values={}, trial_id=trial_id)
+            trial = FrozenTrial(number=number, state=TrialState.RUNNING, value=None, datetime_start=start,
+                                datetime_complete=None, params={}, distributions={}, user_attrs={}, system_attrs={},
+                                intermediate_values={}, trial_id=trial_id)
+            trial.system_attrs[WORKER_KEY] = self._record_worker(conn, trial_id, number, replace=False)
+        owned = OwnedTrial(study_id, trial, beat_written=beat)
+        owned.written["system"].add(WORKER_KEY)
         with self._lock:
-            self._owned[trial_id] = OwnedTrial(study_id, trial, beat_written=beat)
+            self._owned[trial_id] = owned
             self._add(study_id, trial)
         return trial_id
 
@@ -336,6 +342,10 @@ class FastStorage(WriteBehind, BaseStorage, BaseHeartbeat):
                                  trial_id=trial_id, objective=i) for i, v in enumerate(values)])
                     if owned is not None:
                         done = self._write_pending(conn, owned)
+                    elif state == TrialState.RUNNING:  # popped an enqueued (or retried) trial: it is ours now
+                        where = self._where.get(trial_id)
+                        number = where[1] if where is not None else self._load_one(trial_id, conn).number
+                        self._record_worker(conn, trial_id, number, replace=True)
             except UpdateFinishedTrialError:
                 if owned is not None:
                     owned.lost = True
@@ -394,12 +404,15 @@ class FastStorage(WriteBehind, BaseStorage, BaseHeartbeat):
                     return trial
             return self._load_one(trial_id)
 
-    def _load_one(self, trial_id: int) -> FrozenTrial:
-        with self._read() as conn:
-            study_id = conn.execute(Sql.study_of, {"b_trial": trial_id}).scalar()
-            if study_id is None:
-                raise KeyError(models.NOT_FOUND_MSG)
-            (trial,) = load_trials(conn, [trial_id])
+    def _load_one(self, trial_id: int, conn: sa.Connection | None = None) -> FrozenTrial:
+        """Read one trial (in ``conn``'s transaction if given) into the cache."""
+        if conn is None:
+            with self._read() as conn:
+                return self._load_one(trial_id, conn)
+        study_id = conn.execute(Sql.study_of, {"b_trial": trial_id}).scalar()
+        if study_id is None:
+            raise KeyError(models.NOT_FOUND_MSG)
+        (trial,) = load_trials(conn, [trial_id])
         self._add(study_id, trial)
         return trial
 
