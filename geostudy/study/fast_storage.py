@@ -108,6 +108,7 @@ class FastStorage(WriteBehind, BaseStorage, BaseHeartbeat):
         self._where: dict[int, tuple[int, int]] = {}  # trial id -> (study id, number)
         self._owned: dict[int, OwnedTrial] = {}
         self._study_attrs: dict[tuple[int, str], str] = {}  # deferred dashboard notes: (study, key) -> json
+        self._stale_looked: dict[int, float] = {}  # study id -> when its stale trials were last looked for
 
     @classmethod
     def open(cls, url: str, *, engine_kwargs: dict[str, Any] | None = None, **rdb_kwargs: Any) -> FastStorage:
@@ -491,8 +492,10 @@ class FastStorage(WriteBehind, BaseStorage, BaseHeartbeat):
             owned = self._owned.get(trial_id)
             if owned is not None and owned.lost:
                 return
-            if owned is not None and time.monotonic() - owned.last_beat < 1.0 and not owned.dirty():
-                return  # written with the trial a moment ago
+            if owned is not None and time.monotonic() - owned.last_beat < 1.0:
+                # Written with the trial a moment ago (what it buffered since: with the next beat, or
+                # with the params, which the objective's first write takes along).
+                return
             done = None
             with self._tx() as conn:
                 if conn.execute(Sql.beat, {"b_trial": trial_id}).rowcount == 0:
@@ -505,7 +508,14 @@ class FastStorage(WriteBehind, BaseStorage, BaseHeartbeat):
                     self._flushed(owned, done)
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        # Optuna looks before every trial; a trial goes stale only a grace period (>= one interval)
+        # after its last beat, so looking once per heartbeat interval finds the same trials, at most
+        # one interval later, and spares a query (an ORM session) per trial.
+        now, interval = time.monotonic(), self._backend.heartbeat_interval or 0
         with self._lock:
+            if now - self._stale_looked.get(study_id, float("-inf")) < interval:
+                return []
+            self._stale_looked[study_id] = now
             mine = set(self._owned)
         return [t for t in self._backend._get_stale_trial_ids(study_id) if t not in mine]
 
