@@ -71,7 +71,7 @@ def test_a_process_record_tells_live_dead_and_reused_pids_apart():
 
 def test_sigkill_mid_trial_then_the_same_command_finishes_the_study(tmp_path):
     n = 4
-    study = _write(tmp_path, set={"steps": 4, "sleep": 0.3}, n_trials=n)
+    study = _write(tmp_path, set={"steps": 6, "sleep": 0.5}, n_trials=n)  # 3 s trials: the kill lands inside one
     out = tmp_path / "out"
     url = f"sqlite:///{out / 's' / 's.db'}"
     cmd = [*WORKER, "--study", str(study), "--out", str(out), "--no-progress"]
@@ -92,8 +92,9 @@ def test_sigkill_mid_trial_then_the_same_command_finishes_the_study(tmp_path):
 
 
 def test_jobs_3_with_one_worker_sigkilled_the_others_finish(tmp_path):
-    n = 9
-    study = _write(tmp_path, set={"steps": 5, "sleep": 0.5}, n_trials=n)  # the parent must not finish alone
+    # 4 s trials, and enough of them that the parent cannot finish alone while its workers start.
+    n = 12
+    study = _write(tmp_path, set={"steps": 8, "sleep": 0.5}, n_trials=n)
     out = tmp_path / "out"
     url = f"sqlite:///{out / 's' / 's.db'}"
     parent = subprocess.Popen([*WORKER, "--study", str(study), "--out", str(out), "--no-progress", "--jobs", "3"],
@@ -109,7 +110,7 @@ def test_jobs_3_with_one_worker_sigkilled_the_others_finish(tmp_path):
 
 
 def test_a_resume_that_must_wait_says_so_once_and_no_wait_ends_it(tmp_path):
-    study = _write(tmp_path, set={"steps": 40, "sleep": 0.5}, n_trials=1)
+    study = _write(tmp_path, set={"steps": 120, "sleep": 0.5}, n_trials=1)  # 60 s, cut short by the kill below
     out = tmp_path / "out"
     url = f"sqlite:///{out / 's' / 's.db'}"
     cmd = [*WORKER, "--study", str(study), "--out", str(out), "--no-progress"]

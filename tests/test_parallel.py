@@ -110,7 +110,8 @@ def test_sigkill_of_a_worker_mid_trial_is_retried_once(backend, tmp_path, reques
     # PostgreSQL the default heartbeats are on too; both ways retry the trial once).
     url = request.getfixturevalue("fresh_pg_db") if backend == "postgres" else f"sqlite:///{tmp_path / 'k.db'}"
     n = 12
-    study = _write(tmp_path, set={"steps": 4, "sleep": 0.3}, n_trials=n)
+    # 3 s trials: the kill, 0.5 s after the trial is seen RUNNING, lands inside it even on a busy machine.
+    study = _write(tmp_path, set={"steps": 6, "sleep": 0.5}, n_trials=n)
     cmd = [*WORKER, "--study", str(study), "--out", str(tmp_path / "out"), "--storage", url, "--no-progress"]
     first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=(tmp_path / "first.err").open("w"))
     _wait_for_running(url, proc=first)  # the first worker created the study and is inside a trial
@@ -164,7 +165,7 @@ def test_a_hung_worker_is_failed_by_the_heartbeat_check_and_retried(tmp_path):
     db = tmp_path / "k.db"
     url = f"sqlite:///{db}"
     n = 8
-    study = _write(tmp_path, set={"steps": 4, "sleep": 0.3}, n_trials=n, heartbeat_interval=1, grace_period=3)
+    study = _write(tmp_path, set={"steps": 6, "sleep": 0.5}, n_trials=n, heartbeat_interval=1, grace_period=3)
     cmd = [*WORKER, "--study", str(study), "--out", str(tmp_path / "out"), "--storage", url, "--no-progress"]
     first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=(tmp_path / "first.err").open("w"))
     try:
@@ -237,7 +238,9 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path):
 
 
 def test_sigterm_to_a_jobs_parent_reaches_its_workers(tmp_path):
-    study = _write(tmp_path, set={"steps": 6, "sleep": 0.5}, n_trials=4)
+    # Enough trials that the parent cannot end the study alone while its worker starts (seconds on a busy
+    # machine: with 4 it once did, and no second trial ever ran); the signal ends it long before.
+    study = _write(tmp_path, set={"steps": 6, "sleep": 0.5}, n_trials=40)
     out = tmp_path / "out"
     url = f"sqlite:///{out / 's' / 's.db'}"
     proc = subprocess.Popen([*WORKER, "--study", str(study), "--out", str(out), "--no-progress", "--jobs", "2"], cwd=ROOT,
