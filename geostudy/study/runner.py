@@ -261,7 +261,8 @@ def optimize(plan: StudyPlan, study: optuna.Study, *, progress: bool = True, cat
         while not guard.tripped and (deadline is None or time.monotonic() < deadline):
             if plan.n_trials is not None:
                 lock.acquire()
-            fail_dead_trials(study, retry_dead)  # before counting: their retries are WAITING then
+            with interrupts.held():  # a signal must not come between failing a dead trial and its retry
+                fail_dead_trials(study, retry_dead)  # before counting: their retries are WAITING then
             if plan.n_trials is not None:
                 counts = trial_counts(study)
                 finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
