@@ -20,7 +20,14 @@ from geostudy.study.artifacts import artifact_dir
 from geostudy.study.export import FINISHED
 from geostudy.study.objective import Objective, interrupted_reason
 from geostudy.study.spec import StudySpec
-from geostudy.study.storage import MAX_RETRY, TrialCallbacks, heartbeat_settings, open_storage, redact
+from geostudy.study.storage import (
+    MAX_RETRY,
+    TrialCallbacks,
+    heartbeat_settings,
+    open_storage,
+    redact,
+    sqlite_path,
+)
 from geostudy.study.workers import WORKER_KEY, describe_worker, fail_dead_trials
 
 # A study whose trials all fail would otherwise loop forever; this many failures in a row stop it.
@@ -77,8 +84,6 @@ def load_or_create(plan: StudyPlan) -> optuna.Study:
 
 def load_existing(plan: StudyPlan) -> optuna.Study:
     """Open a study that must already exist (review commands never create one)."""
-    from geostudy.study.storage import sqlite_path
-
     db = sqlite_path(plan.storage_url)
     if db is not None and not db.is_file():
         raise ConfigError(f"no database at {db}: run the study first (optuna_hyper.py --study {plan.spec.name})",
@@ -181,8 +186,6 @@ class SlotLock:
     """
 
     def __init__(self, storage_url: str, study_name: str) -> None:
-        from geostudy.study.storage import sqlite_path
-
         self._file: IO[str] | None = None
         self._pg_conn: Any = None
         self._key = zlib.crc32(study_name.encode())
@@ -256,13 +259,14 @@ def optimize(plan: StudyPlan, study: optuna.Study, *, progress: bool = True, cat
     deadline = None if plan.timeout is None else time.monotonic() + plan.timeout
     heartbeat = getattr(study._storage, "get_heartbeat_interval", lambda: None)() is not None
     retry_dead = DeadWorkerRetry(plan.spec)
+    local = sqlite_path(plan.storage_url) is not None
     told = False  # the one line about waiting for the others is printed
     try:
         while not guard.tripped and (deadline is None or time.monotonic() < deadline):
             if plan.n_trials is not None:
                 lock.acquire()
             with interrupts.held():  # a signal must not come between failing a dead trial and its retry
-                fail_dead_trials(study, retry_dead)  # before counting: their retries are WAITING then
+                fail_dead_trials(study, retry_dead, local=local)  # before counting: their retries are WAITING then
             if plan.n_trials is not None:
                 counts = trial_counts(study)
                 finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]

@@ -96,8 +96,16 @@ def this_worker(number: int) -> dict[str, Any]:
     return {**_this_process(os.getpid()), "trial": number}
 
 
-def worker_alive(record: Any, number: int) -> bool | None:
-    """Whether the worker a trial's record names is alive: True, False, or None (cannot tell here)."""
+def worker_alive(record: Any, number: int, *, local: bool = False) -> bool | None:
+    """Whether the worker a trial's record names is alive: True, False, or None (cannot tell here).
+
+    Args:
+        record: The trial's ``geostudy:worker`` system attribute.
+        number: The trial's number.
+        local: Whether the storage is a file on this machine (SQLite). Only then does a record of
+            this host and machine id but another boot mean "this machine rebooted since" (its
+            workers are gone): on a server database it may be a cloned machine that kept both.
+    """
     if not isinstance(record, dict) or record.get("trial") != number or not isinstance(record.get("pid"), int):
         return None
     here = _machine()
@@ -105,7 +113,7 @@ def worker_alive(record: Any, number: int) -> bool | None:
         return None  # another machine (or one that cannot be told apart): the heartbeat's job
     if record.get("boot") != here["boot"]:
         # This machine rebooted since: every process of that boot is gone.
-        return None if here["boot"] is None else False
+        return False if local and here["boot"] is not None else None
     if record.get("pidns") != here["pidns"]:
         return None  # another container's pids are not ours to look up
     running, start = process_start(record["pid"])
@@ -121,16 +129,17 @@ def describe_worker(record: Any) -> str:
     return "an unknown worker"
 
 
-def fail_dead_trials(study: optuna.Study, on_failed: Callable[[optuna.Study, FrozenTrial, str], None]) -> list[int]:
+def fail_dead_trials(study: optuna.Study, on_failed: Callable[[optuna.Study, FrozenTrial, str], None], *,
+                     local: bool = False) -> list[int]:
     """Fail the RUNNING trials whose worker on this machine is gone; ``on_failed`` re-runs and notes each.
 
     Safe with any number of workers doing the same at once: a trial is failed by a conditional
     update, so exactly one of them wins and calls ``on_failed`` (which retries it once).
-    Returns the numbers of the trials failed here.
+    Returns the numbers of the trials failed here. ``local``: as for :func:`worker_alive`.
     """
     storage = study._storage
     running = storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.RUNNING,))
-    dead = [t for t in running if worker_alive(t.system_attrs.get(WORKER_KEY), t.number) is False]
+    dead = [t for t in running if worker_alive(t.system_attrs.get(WORKER_KEY), t.number, local=local) is False]
     failed = []
     for trial in dead:
         try:
