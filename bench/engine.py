@@ -21,6 +21,12 @@ completions over the last 100 trials (the last tenth, at least 5) divided by tha
 and raw in-memory run ``REPEATS`` times and report the medians of time and growth. Random's goal is
 <= 1.2 (the storage must not slow down as the study grows); TPE's own sampling grows with the
 trial count, so its baseline is raw in-memory TPE's growth and ours should not exceed it by much.
+
+Every row of ours runs with the default crash safety (each trial records its worker, its params are
+written as soon as its objective sets anything: ``geostudy/study/workers.py``). ``overhead_tpe_with_heartbeat``
+adds heartbeats as a server database gets them by default (``SERVER_HEARTBEAT_INTERVAL``, a beat thread
+per trial and Optuna's stale-trial query before each), here on the same SQLite file, so their cost
+shows next to raw in-memory TPE's.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import yaml
 from geostudy.cli import study_main
 from geostudy.learners.toy import branin
 from geostudy.study.spec import parse_study
+from geostudy.study.storage import SERVER_GRACE_PERIOD, SERVER_HEARTBEAT_INTERVAL
 
 ROOT = Path(__file__).resolve().parents[1]
 # Ours and raw in-memory run this many times each (medians reported); raw SQLite, slow and dominated by
@@ -88,7 +95,7 @@ def _raw(sampler: str, n: int, storage: str | None) -> tuple[float, float]:
     return seconds, growth(study.get_trials(deepcopy=False))
 
 
-def _ours(sampler: str, n: int, folder: Path, name: str | None = None) -> tuple[float, float]:
+def _ours(sampler: str, n: int, folder: Path, name: str | None = None, heartbeat: bool = False) -> tuple[float, float]:
     name = name or f"bench_{sampler}"
     study = {
         "name": name, "learner": "toy", "config": str(ROOT / "configs" / "toy.yaml"),
@@ -96,6 +103,8 @@ def _ours(sampler: str, n: int, folder: Path, name: str | None = None) -> tuple[
         "sampler": {"name": sampler, "args": dict(SAMPLER_ARGS)}, "pruner": {"name": "nop"},
         "space": {"x": {"type": "float", "low": -5, "high": 10}, "y": {"type": "float", "low": 0, "high": 15}},
     }
+    if heartbeat:  # as on a server database by default
+        study.update(heartbeat_interval=SERVER_HEARTBEAT_INTERVAL, grace_period=SERVER_GRACE_PERIOD)
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(study))
     _check_same_sampler(sampler, path)
@@ -125,6 +134,8 @@ def run(quick: bool) -> list[dict]:
             print(f"engine: {sampler}, {n} trials each: ours ...", file=sys.stderr, flush=True)
             _ours(sampler, 3, folder, name=f"warmup_{sampler}")
             ours, ours_growth = _median_of(lambda i, s=sampler: _ours(s, n, folder, name=f"bench_{s}_{i}"))
+            if sampler == "tpe":
+                with_beat, _ = _median_of(lambda i: _ours("tpe", n, folder, name=f"bench_tpe_beat_{i}", heartbeat=True))
             print(f"engine: {sampler}: raw in-memory, raw SQLite ...", file=sys.stderr, flush=True)
             memory, memory_growth = _median_of(lambda i, s=sampler: _raw(s, n, None))
             sqlite, sqlite_growth = _raw(sampler, n, f"sqlite:///{folder / f'raw_{sampler}.db'}")
@@ -140,6 +151,9 @@ def run(quick: bool) -> list[dict]:
                              "baseline": sqlite_growth, "baseline_name": "raw Optuna random, SQLite file",
                              "lower_is_better": True, "goal": "ours <= 1.2"})
             else:
+                rows.append({"work": "overhead_tpe_with_heartbeat", "unit": "ms/trial", "ours": with_beat * ms,
+                             "baseline": memory * ms, "baseline_name": "raw Optuna tpe, in-memory",
+                             "lower_is_better": True, "goal": "<= 2x"})
                 rows.append({"work": "per_trial_growth_tpe", "unit": "median gap, last/first 10%", "ours": ours_growth,
                              "baseline": memory_growth, "baseline_name": "raw Optuna tpe, in-memory (sampler's own)",
                              "lower_is_better": True, "goal": "ours ~ baseline"})

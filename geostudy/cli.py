@@ -166,6 +166,8 @@ def study_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-catch", action="store_true", help="stop at the first failing trial (debugging)")
     parser.add_argument("--jobs", type=_positive_int, default=1,
                         help="worker processes on this machine sharing the study's storage (default 1)")
+    parser.add_argument("--no-wait", action="store_true",
+                        help="with nothing left to start, end at once instead of waiting for other workers' running trials")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a --jobs child: no summary
     review = parser.add_argument_group("review a stored study (no new trials are run)")
     review.add_argument("--copy-to", metavar="URL",
@@ -210,7 +212,7 @@ def _study(args: argparse.Namespace) -> int:
     interrupts.install()  # SIGTERM (a scheduler ending the job) is handled like Ctrl-C
     if args.worker:
         try:
-            return 1 if optimize(plan, study, progress=False, catch=not args.no_catch).tripped else 0
+            return 1 if optimize(plan, study, progress=False, catch=not args.no_catch, wait=not args.no_wait).tripped else 0
         except KeyboardInterrupt:
             return EXIT_INTERRUPTED
         finally:
@@ -219,7 +221,7 @@ def _study(args: argparse.Namespace) -> int:
     interrupted = False
     guard: FailureGuard | None = None
     try:
-        guard = optimize(plan, study, progress=not args.no_progress, catch=not args.no_catch)
+        guard = optimize(plan, study, progress=not args.no_progress, catch=not args.no_catch, wait=not args.no_wait)
         for child in children:
             child.wait()
     except KeyboardInterrupt:
@@ -283,6 +285,8 @@ def _start_workers(args: argparse.Namespace, plan: Any) -> list[subprocess.Popen
         argv += ["--set", *args.overrides]
     if args.no_catch:
         argv.append("--no-catch")
+    if args.no_wait:
+        argv.append("--no-wait")
     env = {**os.environ, STORAGE_ENV: plan.storage_url}
     code = "import sys; from geostudy.cli import study_main; sys.exit(study_main(sys.argv[1:]))"
     return [subprocess.Popen([sys.executable, "-c", code, *argv], env=env) for _ in range(args.jobs - 1)]

@@ -22,6 +22,7 @@ n_trials=${2:?usage: slurm_array.sh STUDY N_TRIALS}
 cd "${SLURM_SUBMIT_DIR:-.}"
 mkdir -p out/slurm
 # SIGTERM from SLURM at the time limit (--signal above) fails the running trial cleanly; a killed
-# node is caught by the heartbeat (heartbeat_interval/grace_period in the study file) and its
-# trial is re-run by another worker. --n-trials is the study's total over all workers.
+# node is caught by the heartbeat (on by default on PostgreSQL: 30 s beats, failed 120 s after the
+# last; heartbeat_interval/grace_period in the study file change them) and its trial is re-run by
+# another worker. --n-trials is the study's total over all workers.
 exec .venv/bin/python optuna_hyper.py --study "$study" --n-trials "$n_trials" --out out --no-progress

@@ -117,13 +117,14 @@ def test_running_trial_is_visible_and_flushed_periodically(tmp_path: Path) -> No
     trial = study.ask()
     assert _plain(url).trials[0].state == TrialState.RUNNING  # created at once
     trial.suggest_float("x", 0, 1)
-    trial.report(0.5, 0)
-    assert _plain(url).trials[0].intermediate_values == {}  # buffered
+    trial.report(0.5, 0)  # the params are written at once, with it: a dead worker's trial is re-run with them
+    trial.report(0.25, 1)  # buffered
+    first = _plain(url).trials[0]
+    assert "x" in first.params and first.intermediate_values == {0: 0.5}
     time.sleep(0.3)
-    trial.report(0.25, 1)  # a report after flush_interval writes what a live dashboard should see
+    trial.report(0.125, 2)  # a report after flush_interval writes what a live dashboard should see
     running = _plain(url).trials[0]
-    assert running.state == TrialState.RUNNING and running.intermediate_values == {0: 0.5, 1: 0.25}
-    assert "x" in running.params
+    assert running.state == TrialState.RUNNING and running.intermediate_values == {0: 0.5, 1: 0.25, 2: 0.125}
     trial.set_user_attr("late", 1)  # after a flush: written with the finish
     study.tell(trial, 1.0)
     done = _plain(url).trials[0]

@@ -103,7 +103,9 @@ def test_signal_while_optuna_creates_the_trial_fails_it_as_interrupted(tmp_path,
     study = optuna.load_study(study_name="s", storage=f"sqlite:///{out / 's' / 's.db'}")
     [trial] = study.trials
     assert trial._trial_id == created[0] and trial.state.name == "FAIL"
-    assert trial.user_attrs["fail_reason"].startswith("interrupted")
+    # The signal held while Optuna created the trial is raised as the objective starts: the reason still
+    # names it, as for a signal during the run (tests/test_parallel.py's SIGTERM test once saw it without).
+    assert trial.user_attrs["fail_reason"] == "interrupted (signal 15); the study can be resumed"
     assert study_main(cmd) == 0  # resuming finishes the study (a RUNNING one would be waited for forever)
     assert Counter(t.state.name for t in study.trials) == {"FAIL": 1, "COMPLETE": 2}
 

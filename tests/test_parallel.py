@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -104,10 +105,13 @@ def _wait_for_running(url: str, count: int = 1, timeout: float = 120, proc: subp
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_sigkill_of_a_worker_mid_trial_is_retried(backend, tmp_path, request):
+def test_sigkill_of_a_worker_mid_trial_is_retried_once(backend, tmp_path, request):
+    # No heartbeat settings: on this machine a dead worker is seen at once by its process record (on
+    # PostgreSQL the default heartbeats are on too; both ways retry the trial once).
     url = request.getfixturevalue("fresh_pg_db") if backend == "postgres" else f"sqlite:///{tmp_path / 'k.db'}"
     n = 12
-    study = _write(tmp_path, set={"steps": 4, "sleep": 0.3}, n_trials=n, heartbeat_interval=1, grace_period=3)
+    # 3 s trials: the kill, 0.5 s after the trial is seen RUNNING, lands inside it even on a busy machine.
+    study = _write(tmp_path, set={"steps": 6, "sleep": 0.5}, n_trials=n)
     cmd = [*WORKER, "--study", str(study), "--out", str(tmp_path / "out"), "--storage", url, "--no-progress"]
     first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=(tmp_path / "first.err").open("w"))
     _wait_for_running(url, proc=first)  # the first worker created the study and is inside a trial
@@ -116,14 +120,76 @@ def test_sigkill_of_a_worker_mid_trial_is_retried(backend, tmp_path, request):
     time.sleep(0.5)
     first.send_signal(signal.SIGKILL)
     first.wait()
+    errs = []
     for proc in others:
         out, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err[-2000:]
+        errs.append(err)
+    trials = optuna.load_study(study_name="s", storage=url).trials
+    states = Counter(t.state.name for t in trials)
+    assert states["RUNNING"] == 0 and states["COMPLETE"] == n
+    assert sorted(t.number for t in trials) == list(range(len(trials)))
+    [failed] = [t for t in trials if t.state.name == "FAIL"]
+    assert failed.user_attrs["fail_reason"].startswith(f"worker {first.pid} on {socket.gethostname()} died")
+    [retry] = [t for t in trials if t.system_attrs.get("failed_trial") == failed.number]  # retried once
+    assert retry.state.name == "COMPLETE" and retry.params == failed.params and "fail_reason" not in retry.user_attrs
+    assert "died" in _notes(url)[failed._trial_id]  # its dashboard note says why
+    assert sum(f"trial #{failed.number} failed: worker {first.pid}" in err for err in errs) == 1
+
+
+def _write_locked(db: Path) -> bool:
+    """Whether another connection holds the SQLite file's write lock (or the runner's slot lock) now."""
+    import fcntl
+    import sqlite3
+
+    with open(db.with_name(db.name + ".slot.lock"), "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    conn = sqlite3.connect(db, timeout=0)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.rollback()
+        return False
+    except sqlite3.OperationalError:
+        return True
+    finally:
+        conn.close()
+
+
+def test_a_hung_worker_is_failed_by_the_heartbeat_check_and_retried(tmp_path):
+    # SIGSTOP: the process lives on (so no process check can call it dead) but sends no heartbeat,
+    # as a hung worker or one on a lost machine.
+    db = tmp_path / "k.db"
+    url = f"sqlite:///{db}"
+    n = 8
+    study = _write(tmp_path, set={"steps": 6, "sleep": 0.5}, n_trials=n, heartbeat_interval=1, grace_period=3)
+    cmd = [*WORKER, "--study", str(study), "--out", str(tmp_path / "out"), "--storage", url, "--no-progress"]
+    first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=(tmp_path / "first.err").open("w"))
+    try:
+        _wait_for_running(url, proc=first)
+        time.sleep(0.3)
+        for _ in range(50):  # stopped while it holds no lock, or the others would wait for it
+            first.send_signal(signal.SIGSTOP)
+            if not _write_locked(db):
+                break
+            first.send_signal(signal.SIGCONT)
+            time.sleep(0.05)
+        others = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                  for _ in range(2)]
+        for proc in others:
+            out, err = proc.communicate(timeout=600)
+            assert proc.returncode == 0, err[-2000:]
+    finally:
+        first.kill()
+        first.wait()
     trials = optuna.load_study(study_name="s", storage=url).trials
     states = Counter(t.state.name for t in trials)
     assert states["RUNNING"] == 0 and states["COMPLETE"] == n
     failed = [t for t in trials if t.state.name == "FAIL"]
-    assert failed, "the killed worker's trial should have been failed by the heartbeat check"
+    assert failed, "the hung worker's trial should have been failed by the heartbeat check"
     retried = [t for t in trials if t.system_attrs.get("failed_trial") in {f.number for f in failed}]
     assert retried and all(r.params == trials[r.system_attrs["failed_trial"]].params for r in retried)
     # Optuna runs no callback for a trial failed by the heartbeat check: ours stores why, and its note.
@@ -172,7 +238,9 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path):
 
 
 def test_sigterm_to_a_jobs_parent_reaches_its_workers(tmp_path):
-    study = _write(tmp_path, set={"steps": 6, "sleep": 0.5}, n_trials=4)
+    # Enough trials that the parent cannot end the study alone while its worker starts (seconds on a busy
+    # machine: with 4 it once did, and no second trial ever ran); the signal ends it long before.
+    study = _write(tmp_path, set={"steps": 6, "sleep": 0.5}, n_trials=40)
     out = tmp_path / "out"
     url = f"sqlite:///{out / 's' / 's.db'}"
     proc = subprocess.Popen([*WORKER, "--study", str(study), "--out", str(out), "--no-progress", "--jobs", "2"], cwd=ROOT,

@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial
 from geostudy.study._rdb_session import RdbSession, driver
 from geostudy.study._trial_cache import OwnedTrial, StudyCache
 from geostudy.study._trial_rows import PARAMS, STEPS, STUDY_ATTRS, SYSTEM, USER, Sql, check_key, models
+from geostudy.study.workers import WORKER_KEY, this_worker
 
 # optuna-dashboard's keys of a trial's note (``note_ver_key``, ``note_str_key_prefix``)
 _DEFERRED_KEY = re.compile(r"dashboard:\d+:note_(ver|str:\d+)")
@@ -160,6 +161,17 @@ class WriteBehind(RdbSession):
             # except TPE's copy of the params it sampled, which is buffered like the params themselves.
             self._flush_if_due(owned, force=kind == "system" and not key.startswith(_BUFFERED_SYSTEM_PREFIX))
 
+    def _record_worker(self, conn: sa.Connection, trial_id: int, number: int, replace: bool) -> Any:
+        """Store which process runs trial ``number`` (``geostudy:worker``), in the transaction that
+        makes it RUNNING, so that a worker on this machine can tell at once that it died (see
+        :mod:`geostudy.study.workers`); return the record. ``replace``: a popped trial may carry the
+        record of the trial it retries."""
+        text = json.dumps(this_worker(number))
+        row = {"b_trial": trial_id, "b_key": WORKER_KEY, "b_json": text}
+        if not (replace and conn.execute(Sql.attr_update["system"], row).rowcount):
+            self._insert(conn, SYSTEM, [{"trial_id": trial_id, "key": WORKER_KEY, "value_json": text}])
+        return json.loads(text)
+
     def set_finished_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
         """A user attribute on a finished trial (why a stale or interrupted trial failed), which
         Optuna's API refuses once a trial is finished. Written through, at once."""
@@ -190,8 +202,9 @@ class WriteBehind(RdbSession):
             self._flush_if_due(owned)
 
     def _flush_if_due(self, owned: OwnedTrial, force: bool = False) -> None:
-        # With a heartbeat a dead worker's trial is re-run with its params: write them early.
-        early = bool(owned.params) and self._backend.heartbeat_interval is not None
+        # A dead worker's trial is re-run with its params (workers.py, or the heartbeat): so they are
+        # written as soon as the objective sets anything after suggesting them (one commit per trial).
+        early = bool(owned.params)
         if force or early or (self._flush_s is not None and time.monotonic() - owned.last_flush >= self._flush_s):
             done = None
             with self._tx() as conn:

@@ -4,14 +4,16 @@ Optuna's ``RDBStorage`` commits every ``suggest``, ``set_user_attr`` and ``repor
 each after looking the trial up again, and its ``_CachedStorage`` re-reads the database on every
 ``get_all_trials``. :class:`FastStorage` keeps Optuna's schema and its guarantees:
 
-* a trial is created in the database at once (unique number, visible RUNNING, heartbeat-able);
+* a trial is created in the database at once (unique number, visible RUNNING, heartbeat-able),
+  with the record of the process that runs it (``geostudy:worker``, also when it pops an enqueued
+  trial), so that a worker on the same machine can tell it died (:mod:`geostudy.study.workers`);
 * the params, user attributes and intermediate values of a trial this process runs are kept in
   memory and written, with its state and values, in ONE transaction when it finishes: a finished
   trial is in the database, whole, before the next one starts. Meanwhile a write (a report, an
   attribute) that comes ``flush_interval`` seconds or more after the last flush writes everything
-  buffered, and so does each heartbeat, so a live dashboard sees progress; with a
-  heartbeat, the params are written as soon as the trial's first attribute or report comes, so a
-  trial re-run after its worker died gets the same params;
+  buffered, and so does each heartbeat, so a live dashboard sees progress; the params are
+  written as soon as the trial's first attribute or report comes, so a trial re-run after its
+  worker died gets the same params;
 * trial system attributes (grid ids, artifacts, sampler bookkeeping that other workers read) and
   every state change of a trial owned by someone else (popping an enqueued trial, failing a stale
   one) are written through, atomically: a conditional ``UPDATE`` under the database's write lock
@@ -71,6 +73,7 @@ from geostudy.study._trial_rows import (
     to_db,
 )
 from geostudy.study._write_behind import WriteBehind
+from geostudy.study.workers import WORKER_KEY
 
 _log = logging.getLogger(__name__)
 
@@ -105,6 +108,7 @@ class FastStorage(WriteBehind, BaseStorage, BaseHeartbeat):
         self._where: dict[int, tuple[int, int]] = {}  # trial id -> (study id, number)
         self._owned: dict[int, OwnedTrial] = {}
         self._study_attrs: dict[tuple[int, str], str] = {}  # deferred dashboard notes: (study, key) -> json
+        self._stale_looked: dict[int, float] = {}  # study id -> when its stale trials were last looked for
 
     @classmethod
     def open(cls, url: str, *, engine_kwargs: dict[str, Any] | None = None, **rdb_kwargs: Any) -> FastStorage:
@@ -269,11 +273,14 @@ class FastStorage(WriteBehind, BaseStorage, BaseHeartbeat):
                 trial_id = key[0] if key is not None else None
             if beat:  # the heartbeat thread's first beat, already: it then skips it
                 conn.execute(Sql.first_beat, {"b_trial": trial_id})
-        trial = FrozenTrial(number=number, state=TrialState.RUNNING, value=None, datetime_start=start,
-                            datetime_complete=None, params={}, distributions={}, user_attrs={}, system_attrs={},
-                            intermediate_values={}, trial_id=trial_id)
+            trial = FrozenTrial(number=number, state=TrialState.RUNNING, value=None, datetime_start=start,
+                                datetime_complete=None, params={}, distributions={}, user_attrs={}, system_attrs={},
+                                intermediate_values={}, trial_id=trial_id)
+            trial.system_attrs[WORKER_KEY] = self._record_worker(conn, trial_id, number, replace=False)
+        owned = OwnedTrial(study_id, trial, beat_written=beat)
+        owned.written["system"].add(WORKER_KEY)
         with self._lock:
-            self._owned[trial_id] = OwnedTrial(study_id, trial, beat_written=beat)
+            self._owned[trial_id] = owned
             self._add(study_id, trial)
         return trial_id
 
@@ -336,6 +343,10 @@ class FastStorage(WriteBehind, BaseStorage, BaseHeartbeat):
                                  trial_id=trial_id, objective=i) for i, v in enumerate(values)])
                     if owned is not None:
                         done = self._write_pending(conn, owned)
+                    elif state == TrialState.RUNNING:  # popped an enqueued (or retried) trial: it is ours now
+                        where = self._where.get(trial_id)
+                        number = where[1] if where is not None else self._load_one(trial_id, conn).number
+                        self._record_worker(conn, trial_id, number, replace=True)
             except UpdateFinishedTrialError:
                 if owned is not None:
                     owned.lost = True
@@ -394,12 +405,15 @@ class FastStorage(WriteBehind, BaseStorage, BaseHeartbeat):
                     return trial
             return self._load_one(trial_id)
 
-    def _load_one(self, trial_id: int) -> FrozenTrial:
-        with self._read() as conn:
-            study_id = conn.execute(Sql.study_of, {"b_trial": trial_id}).scalar()
-            if study_id is None:
-                raise KeyError(models.NOT_FOUND_MSG)
-            (trial,) = load_trials(conn, [trial_id])
+    def _load_one(self, trial_id: int, conn: sa.Connection | None = None) -> FrozenTrial:
+        """Read one trial (in ``conn``'s transaction if given) into the cache."""
+        if conn is None:
+            with self._read() as conn:
+                return self._load_one(trial_id, conn)
+        study_id = conn.execute(Sql.study_of, {"b_trial": trial_id}).scalar()
+        if study_id is None:
+            raise KeyError(models.NOT_FOUND_MSG)
+        (trial,) = load_trials(conn, [trial_id])
         self._add(study_id, trial)
         return trial
 
@@ -478,8 +492,10 @@ class FastStorage(WriteBehind, BaseStorage, BaseHeartbeat):
             owned = self._owned.get(trial_id)
             if owned is not None and owned.lost:
                 return
-            if owned is not None and time.monotonic() - owned.last_beat < 1.0 and not owned.dirty():
-                return  # written with the trial a moment ago
+            if owned is not None and time.monotonic() - owned.last_beat < 1.0:
+                # Written with the trial a moment ago (what it buffered since: with the next beat, or
+                # with the params, which the objective's first write takes along).
+                return
             done = None
             with self._tx() as conn:
                 if conn.execute(Sql.beat, {"b_trial": trial_id}).rowcount == 0:
@@ -492,7 +508,14 @@ class FastStorage(WriteBehind, BaseStorage, BaseHeartbeat):
                     self._flushed(owned, done)
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        # Optuna looks before every trial; a trial goes stale only a grace period (>= one interval)
+        # after its last beat, so looking once per heartbeat interval finds the same trials, at most
+        # one interval later, and spares a query (an ORM session) per trial.
+        now, interval = time.monotonic(), self._backend.heartbeat_interval or 0
         with self._lock:
+            if now - self._stale_looked.get(study_id, float("-inf")) < interval:
+                return []
+            self._stale_looked[study_id] = now
             mine = set(self._owned)
         return [t for t in self._backend._get_stale_trial_ids(study_id) if t not in mine]
 

@@ -218,18 +218,19 @@ STALE_REASON = "worker stopped sending heartbeats (killed or hung); failed by an
 
 
 class StaleTrialNote:
-    """Heartbeat stale-trial callback: stores why the trial failed (``fail_reason``) and its note.
+    """Stores why another worker's trial was failed here (``fail_reason``) and writes its note.
 
-    Optuna runs no study callback for a trial another worker's heartbeat check failed, so without
-    this it would be a FAIL without a word.
+    Used as the heartbeat stale-trial callback (with :data:`STALE_REASON`) and for trials whose
+    worker died (:mod:`geostudy.study.workers`, with the reason given): Optuna runs no study
+    callback for such a trial, so without this it would be a FAIL without a word.
     """
 
     def __init__(self, spec: StudySpec) -> None:
         self.note = NoteWriter(spec)
 
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+    def __call__(self, study: optuna.Study, trial: FrozenTrial, reason: str = STALE_REASON) -> None:
         try:
-            trial = with_fail_reason(study, trial, STALE_REASON)
+            trial = with_fail_reason(study, trial, reason)
         except Exception as err:  # noqa: BLE001 - the study goes on without the reason
             _log.warning("could not store why trial %d failed: %s: %s", trial.number, type(err).__name__, err)
         self.note(study, trial)

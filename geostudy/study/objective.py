@@ -36,6 +36,11 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def interrupted_reason(err: KeyboardInterrupt) -> str:
+    """The ``fail_reason`` of a trial cut short by Ctrl-C or a signal (``interrupted (signal 15); ...``)."""
+    return f"{INTERRUPTED} ({err or 'Ctrl-C'}); the study can be resumed"
+
+
 def describe_error(err: BaseException) -> str:
     """One line for a trial's ``fail_reason``: the error type and message."""
     if isinstance(err, GeostudyError):
@@ -95,6 +100,11 @@ class Objective:
             if self.on_start is not None:
                 self.on_start()  # the trial is RUNNING in the storage now: other workers may count it
             return self._run(trial)
+        except KeyboardInterrupt as err:
+            # Optuna marks the trial FAIL on the way out; say why, so nobody hunts for a bug. Here, not
+            # in _run: a signal held while Optuna created the trial is raised by on_start.
+            trial.set_user_attr("fail_reason", interrupted_reason(err))
+            raise
         finally:
             if self.on_end is not None:
                 self.on_end()  # Optuna stores the trial next (the runner holds signals back meanwhile)
@@ -113,11 +123,7 @@ class Objective:
             result.metrics["run_seconds"] = time.perf_counter() - start
             figures = save_figures(result, workdir / "figures")
             upload_run_outputs(trial, self.store, {**figures, **result.files})
-        except optuna.TrialPruned:
-            raise
-        except KeyboardInterrupt as err:
-            # Optuna marks the trial FAIL on the way out; say why, so nobody hunts for a bug.
-            trial.set_user_attr("fail_reason", f"{INTERRUPTED} ({err or 'Ctrl-C'}); the study can be resumed")
+        except (optuna.TrialPruned, KeyboardInterrupt):
             raise
         except BaseException as err:
             trial.set_user_attr("fail_reason", describe_error(err))

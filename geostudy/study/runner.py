@@ -18,9 +18,17 @@ from geostudy.errors import ConfigError
 from geostudy.study import interrupts
 from geostudy.study.artifacts import artifact_dir
 from geostudy.study.export import FINISHED
-from geostudy.study.objective import INTERRUPTED, Objective
+from geostudy.study.objective import Objective, interrupted_reason
 from geostudy.study.spec import StudySpec
-from geostudy.study.storage import TrialCallbacks, open_storage, redact
+from geostudy.study.storage import (
+    MAX_RETRY,
+    TrialCallbacks,
+    heartbeat_settings,
+    open_storage,
+    redact,
+    sqlite_path,
+)
+from geostudy.study.workers import WORKER_KEY, describe_worker, fail_dead_trials
 
 # A study whose trials all fail would otherwise loop forever; this many failures in a row stop it.
 MAX_CONSECUTIVE_FAILURES = 10
@@ -53,8 +61,8 @@ def load_or_create(plan: StudyPlan) -> optuna.Study:
     plan.study_dir.mkdir(parents=True, exist_ok=True)
     from geostudy.study.notes import StaleTrialNote
 
-    storage = open_storage(plan.storage_url, heartbeat_interval=spec.heartbeat_interval, grace_period=spec.grace_period,
-                           on_stale=StaleTrialNote(spec))
+    interval, grace = heartbeat_settings(plan.storage_url, spec.heartbeat_interval, spec.grace_period)
+    storage = open_storage(plan.storage_url, heartbeat_interval=interval, grace_period=grace, on_stale=StaleTrialNote(spec))
     existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     if spec.name in existing:
         have = [d.name.lower() for d in existing[spec.name].directions]
@@ -76,8 +84,6 @@ def load_or_create(plan: StudyPlan) -> optuna.Study:
 
 def load_existing(plan: StudyPlan) -> optuna.Study:
     """Open a study that must already exist (review commands never create one)."""
-    from geostudy.study.storage import sqlite_path
-
     db = sqlite_path(plan.storage_url)
     if db is not None and not db.is_file():
         raise ConfigError(f"no database at {db}: run the study first (optuna_hyper.py --study {plan.spec.name})",
@@ -180,8 +186,6 @@ class SlotLock:
     """
 
     def __init__(self, storage_url: str, study_name: str) -> None:
-        from geostudy.study.storage import sqlite_path
-
         self._file: IO[str] | None = None
         self._pg_conn: Any = None
         self._key = zlib.crc32(study_name.encode())
@@ -224,13 +228,17 @@ class SlotLock:
             self._pg_conn = None
 
 
-def optimize(plan: StudyPlan, study: optuna.Study, *, progress: bool = True, catch: bool = True) -> FailureGuard:
+def optimize(plan: StudyPlan, study: optuna.Study, *, progress: bool = True, catch: bool = True,
+             wait: bool = True) -> FailureGuard:
     """Run trials until the study holds ``plan.n_trials`` finished (complete or pruned) trials.
 
     Re-running the same command resumes: the count includes trials stored by earlier runs and by
-    other workers sharing the storage. With several workers, one whose next trial would pass the
-    target waits for the others' running trials instead: if one of them dies, its trial is failed
-    by the heartbeat check and re-run (waiting), and the study still ends with exactly N finished.
+    other workers sharing the storage. Before each trial, the RUNNING trials of workers on this
+    machine that died are failed and re-run with the same parameters (:mod:`geostudy.study.workers`).
+    With several workers, one whose next trial would pass the target waits for the others' running
+    trials instead (saying so once; ``wait=False`` ends the worker then): if one of them dies, its
+    trial is failed (at once on this machine, by the heartbeat check elsewhere) and re-run by a
+    waiting worker, and the study still ends with exactly N finished.
     """
     from geostudy.study.notes import NoteWriter
 
@@ -249,29 +257,41 @@ def optimize(plan: StudyPlan, study: optuna.Study, *, progress: bool = True, cat
 
     objective = Objective(plan.spec, plan.artifacts, on_start=started, on_end=interrupts.hold)
     deadline = None if plan.timeout is None else time.monotonic() + plan.timeout
-    heartbeat = plan.spec.heartbeat_interval is not None
+    heartbeat = getattr(study._storage, "get_heartbeat_interval", lambda: None)() is not None
+    retry_dead = DeadWorkerRetry(plan.spec)
+    local = sqlite_path(plan.storage_url) is not None
+    told = False  # the one line about waiting for the others is printed
     try:
         while not guard.tripped and (deadline is None or time.monotonic() < deadline):
             if plan.n_trials is not None:
                 lock.acquire()
+            with interrupts.held():  # a signal must not come between failing a dead trial and its retry
+                fail_dead_trials(study, retry_dead, local=local)  # before counting: their retries are WAITING then
+            if plan.n_trials is not None:
                 counts = trial_counts(study)
                 finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
                 if finished >= plan.n_trials:
                     break
                 if counts[TrialState.WAITING] == 0 and finished + counts[TrialState.RUNNING] >= plan.n_trials:
                     lock.release()
+                    if not told or not wait:
+                        print(wait_line(study, finished, plan.n_trials, wait=wait), file=sys.stderr, flush=True)
+                        told = True
+                    if not wait:
+                        break
                     if heartbeat:
                         optuna.storages.fail_stale_trials(study)
                     time.sleep(WAIT_FOR_OTHERS_S)
                     continue
+            told = False
             objective.trial_id = None
             # A Ctrl-C / SIGTERM outside the objective waits for it to start, or for the trial to be
             # stored and its callbacks run; one during the objective fails the trial as always.
             with interrupts.held():
                 try:
                     study.optimize(objective, n_trials=1, catch=(Exception,) if catch else ())
-                except KeyboardInterrupt:
-                    _note_interrupted(study, objective.trial_id, after_trial)
+                except KeyboardInterrupt as err:
+                    _note_interrupted(study, objective.trial_id, after_trial, err)
                     raise
                 lock.release()
                 if objective.trial_id is not None:
@@ -283,7 +303,47 @@ def optimize(plan: StudyPlan, study: optuna.Study, *, progress: bool = True, cat
     return guard
 
 
-def _note_interrupted(study: optuna.Study, trial_id: int | None, after_trial: TrialCallbacks) -> None:
+class DeadWorkerRetry:
+    """What is done with a trial failed because its worker died: re-run its parameters (Optuna's
+    heartbeat retry, so ``failed_trial`` names it), store why and its note, and say so."""
+
+    def __init__(self, spec: StudySpec) -> None:
+        from geostudy.study.notes import StaleTrialNote
+
+        self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+        self.note = StaleTrialNote(spec)
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial, reason: str) -> None:
+        self.retry(study, trial)  # first, so that the re-run does not inherit the reason
+        self.note(study, trial, reason)
+        print(f"trial #{trial.number} failed: {reason}; its parameters are run again", file=sys.stderr, flush=True)
+
+
+def wait_line(study: optuna.Study, finished: int, n_trials: int, *, wait: bool = True) -> str:
+    """The one line a worker prints when it has nothing left to start and waits for others' trials:
+    which trials, since when, run by which workers, and how the wait ends."""
+    storage = study._storage
+    running = storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.RUNNING,))
+    shown = [f"#{t.number} since {t.datetime_start:%H:%M:%S} ({describe_worker(t.system_attrs.get(WORKER_KEY))})"
+             for t in running[:5] if t.datetime_start is not None]
+    if len(running) > len(shown):
+        shown.append(f"{len(running) - len(shown)} more")
+    head = f"{finished}/{n_trials} trials finished, none left to start; {len(running)} running in other workers: "
+    if not wait:
+        return f"not waiting (--no-wait) though {head}{', '.join(shown)}; the same command finishes the study later"
+    backend = getattr(storage, "backend", None)
+    grace = getattr(backend, "grace_period", None)
+    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+    if interval is not None:
+        elsewhere = f"elsewhere {grace or 2 * interval} s after its last heartbeat"
+    else:
+        elsewhere = "elsewhere never (no heartbeats: set heartbeat_interval in the study file)"
+    return (f"waiting: {head}{', '.join(shown)}. The wait ends when they end; a trial whose worker died is "
+            f"re-run here (a worker found dead on this machine at once, {elsewhere}); --no-wait stops waiting")
+
+
+def _note_interrupted(study: optuna.Study, trial_id: int | None, after_trial: TrialCallbacks,
+                      err: KeyboardInterrupt) -> None:
     """Ctrl-C: Optuna marked the running trial FAIL; give it its reason and its note (no callback runs)."""
     from geostudy.study.notes import with_fail_reason
 
@@ -294,7 +354,7 @@ def _note_interrupted(study: optuna.Study, trial_id: int | None, after_trial: Tr
         if trial.state != TrialState.FAIL:
             return
         # The objective stores the reason itself unless the interrupt came before it could.
-        trial = with_fail_reason(study, trial, f"{INTERRUPTED}; the study can be resumed")
+        trial = with_fail_reason(study, trial, interrupted_reason(err))
         for callback in after_trial.callbacks:
             if not isinstance(callback, FailureGuard):
                 callback(study, trial)

@@ -13,6 +13,16 @@ from sqlalchemy.engine import make_url
 
 from geostudy.errors import ConfigError
 
+# A trial whose worker died (found by a heartbeat check or by workers.py) is re-run this many times at most.
+MAX_RETRY = 3
+# Heartbeats by default on server databases, the ones workers on several machines share: a worker on
+# another machine can only be known dead by its silence. A beat is one UPDATE every 30 s per worker
+# (and Optuna looks for stale trials, one query, before each trial); a dead worker's trial is failed
+# and re-run 120 s after its last beat, long enough that a busy or briefly stalled worker is not taken
+# for dead. SQLite's workers share one machine, where workers.py sees a dead worker at once: none there.
+SERVER_HEARTBEAT_INTERVAL = 30
+SERVER_GRACE_PERIOD = 120
+
 SUPPORTED_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg", "postgresql+psycopg2", "mysql", "mysql+pymysql")
 
 
@@ -45,6 +55,14 @@ def check_url(url: str) -> None:
             raise ConfigError(f"folder {parent} does not exist", file="--storage")
 
 
+def heartbeat_settings(url: str, interval: int | None, grace: int | None) -> tuple[int | None, int | None]:
+    """The heartbeat interval and grace period a study runs with: the study file's, else the defaults
+    (:data:`SERVER_HEARTBEAT_INTERVAL` and :data:`SERVER_GRACE_PERIOD` on a server database, none on SQLite)."""
+    if interval is None and not url.startswith("sqlite"):
+        interval, grace = SERVER_HEARTBEAT_INTERVAL, grace or SERVER_GRACE_PERIOD
+    return interval, grace
+
+
 def sqlite_path(url: str) -> Path | None:
     parsed = make_url(url)
     if parsed.drivername == "sqlite" and parsed.database and parsed.database != ":memory:":
@@ -69,7 +87,7 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
 
 
 def open_storage(url: str, *, heartbeat_interval: int | None = None, grace_period: int | None = None,
-                 retry_stale: int | None = 3,
+                 retry_stale: int | None = MAX_RETRY,
                  on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> optuna.storages.BaseStorage:
     """Open (creating if needed) an RDB storage, behind geostudy's write-behind trial cache.
 
