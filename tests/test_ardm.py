@@ -174,6 +174,25 @@ def test_unconditional_sampling_is_seeded() -> None:
     assert not np.array_equal(a, sample(net, 3, 4, budget=4, seed=6).images)
 
 
+class _Fixed(torch.nn.Module):
+    """Logits that ignore the input: class 0 with probability 0.6, class 1 with 0.4, everywhere."""
+
+    n_classes = 2
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        logits = torch.tensor([math.log(0.6), math.log(0.4)])
+        return logits[None, :, None, None].expand(x.shape[0], 2, *x.shape[1:])
+
+
+def test_temperature_sharpens_the_draws() -> None:
+    # At temperature 1 the share of class 1 is 0.4; at 0.5 it is 0.4^2 / (0.6^2 + 0.4^2) = 0.3077.
+    net = _Fixed()
+    share = [float(sample(net, 64, 16, budget=8, seed=3, batch_size=64, temperature=t).images.mean()) for t in (1.0, 0.5, 0.02)]
+    assert share[0] == pytest.approx(0.4, abs=0.02)
+    assert share[1] == pytest.approx(0.16 / 0.52, abs=0.02)
+    assert share[2] == 0.0
+
+
 # ---------------------------------------------------------------------------------------------------
 # Data
 
@@ -274,6 +293,8 @@ def test_bad_config_values() -> None:
         learner.check_config(tiny_config(**{"data.thresholds": [10, 20]}))
     with pytest.raises(ConfigError, match="model.attention"):
         learner.check_config(tiny_config(**{"model.attention": [5]}))
+    with pytest.raises(ConfigError, match="eval.temperature"):
+        learner.check_config(tiny_config(**{"eval.temperature": 0}))
 
 
 def test_tiny_run_reports_metrics_and_figures(tmp_path: Path) -> None:

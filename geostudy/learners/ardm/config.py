@@ -137,6 +137,7 @@ class EvalConfig:
     n_samples: int = 16
     sample_size: int | None = None
     call_budget: int = 64
+    temperature: float = 1.0
     batch_size: int = 16
     n_hard: int = 20
     hard_data: list[list[int]] | None = None
@@ -147,6 +148,7 @@ class EvalConfig:
     def validate(self, file: str | Path | None, prefix: str) -> None:
         for name in ("n_samples", "call_budget", "batch_size", "n_conditional", "n_reference"):
             check_range(getattr(self, name), f"{prefix}{name}", file=file, low=1)
+        check_range(self.temperature, f"{prefix}temperature", file=file, low=0.0, low_open=True, high=2.0)
         check_range(self.n_hard, f"{prefix}n_hard", file=file, low=0)
         if self.sample_size is not None:
             check_range(self.sample_size, f"{prefix}sample_size", file=file, low=4)
@@ -172,11 +174,13 @@ class SimulateConfig:
     columns: list[str] = field(default_factory=lambda: ["x", "y", "facies"])
     coordinates: Literal["grid", "world"] = "grid"
     call_budget: int = 256
+    temperature: float = 1.0
     batch_size: int = 4
 
     def validate(self, file: str | Path | None, prefix: str) -> None:
         for name in ("n_realisations", "nx", "ny", "call_budget", "batch_size"):
             check_range(getattr(self, name), f"{prefix}{name}", file=file, low=1)
+        check_range(self.temperature, f"{prefix}temperature", file=file, low=0.0, low_open=True, high=2.0)
         if len(self.origin) != 2:
             raise ConfigError(f"must be [x0, y0], but got {self.origin!r}", file=file, key=f"{prefix}origin")
         if len(self.spacing) != 2 or min(self.spacing) <= 0:

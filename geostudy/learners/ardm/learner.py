@@ -147,11 +147,12 @@ class ArdmLearner(Learner):
         sync_device(device)
         start = time.perf_counter()
         uncond = sample(fit.model, cfg.eval.n_samples, size, budget=cfg.eval.call_budget, seed=cfg.seed + 4,
-                        batch_size=cfg.eval.batch_size, device=device)
+                        batch_size=cfg.eval.batch_size, device=device, temperature=cfg.eval.temperature)
         sync_device(device)
         seconds = time.perf_counter() - start
         cond = sample(fit.model, cfg.eval.n_conditional, size, budget=cfg.eval.call_budget, hard=hard,
-                      seed=cfg.seed + 5, batch_size=cfg.eval.batch_size, device=device)
+                      seed=cfg.seed + 5, batch_size=cfg.eval.batch_size, device=device,
+                      temperature=cfg.eval.temperature)
 
         # Evaluation against held-out patches of the training image.
         max_lag = cfg.eval.max_lag or size // 2

@@ -96,7 +96,7 @@ def run_simulation(cfg: ArdmConfig, ctx: RunContext, metric_names: list[str]) ->
             f"{ckpt.patch}x{ckpt.patch} patches) with {len(hard) if hard else 0} hard data, {sim.call_budget} calls each")
     start = time.perf_counter()
     out = sample(model, sim.n_realisations, (sim.ny, sim.nx), budget=sim.call_budget, hard=hard, seed=cfg.seed,
-                 batch_size=sim.batch_size, device=device, progress=ctx.log)
+                 batch_size=sim.batch_size, device=device, progress=ctx.log, temperature=sim.temperature)
     seconds = time.perf_counter() - start
     prob = facies_probabilities(out.images, k)
     entropy = entropy_bits(prob)
