@@ -21,7 +21,9 @@ from geostudy.learners.mogi.model import TargetTransform, build_model, in_channe
 from geostudy.nn.device import resolve_device
 from geostudy.nn.training import make_optimizer, run_epochs, seed_everything
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: + learner name and the validation residual quantiles (network intervals)
+READABLE_FORMATS = (1, 2)
+QUANTILE_LEVELS = np.linspace(0.0, 1.0, 201)  # of the validation residuals stored in a checkpoint
 
 
 def _uses_mask(sim: Simulator) -> bool:
@@ -96,6 +98,11 @@ def train_model(cfg: MogiConfig, sim: Simulator, ctx: RunContext) -> tuple[Predi
     start = time.perf_counter()
     history = run_epochs(tc.epochs, train_epoch, evaluate, ctx)
     predictor.freeze()
+    # Residuals (truth - estimate, in the network's units) on the validation maps: the network's intervals.
+    zt = transform.decode_transformed(predictor.standardised(val_maps))
+    predictor.residual_quantiles = {
+        v: np.quantile(transform.transformed(v, val_values[v]) - zt[:, i], QUANTILE_LEVELS).tolist()
+        for i, v in enumerate(targets)}
     return predictor, {"val_values": val_values, "val_maps": val_maps, "history": history,
                        "train_seconds": time.perf_counter() - start}
 
@@ -104,6 +111,8 @@ def save_checkpoint(path: Path, predictor: Predictor, config: Mapping[str, Any])
     """A state dict plus everything needed to rebuild the predictor; loads with ``weights_only=True``."""
     state = {
         "format": CHECKPOINT_FORMAT,
+        "learner": "mogi",
+        "residual_quantiles": predictor.residual_quantiles,
         "state_dict": {k: v.detach().cpu() for k, v in predictor.model.state_dict().items()},
         "config": dict(config),
         "transform": predictor.transform.state(),
@@ -125,8 +134,13 @@ def load_checkpoint(path: str | Path, *, device: str = "auto", key: str = "matri
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001  (any unreadable file is the user's to fix)
         raise DataError(f"not a readable mogi checkpoint ({type(err).__name__})", file=path, key=key) from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise DataError(f"not a mogi checkpoint of format {CHECKPOINT_FORMAT}", file=path, key=key)
+    learner = state.get("config", {}).get("learner") if isinstance(state, dict) and isinstance(state.get("config"), dict) else None
+    if not isinstance(state, dict) or learner != "mogi" or state.get("learner", "mogi") != "mogi":
+        raise DataError(f"not a mogi checkpoint (its learner: {learner or 'unknown'}); train one with "
+                        "run.py --config configs/mogi.yaml", file=path, key=key)
+    if state.get("format") not in READABLE_FORMATS:
+        raise DataError(f"a mogi checkpoint of format {state.get('format')!r} (another model version); this version "
+                        f"reads formats {', '.join(map(str, READABLE_FORMATS))}: retrain", file=path, key=key)
     config = state["config"]
     cfg = parse_config(config, file=path)
     sim = Simulator(cfg.data, file=path)
@@ -138,4 +152,5 @@ def load_checkpoint(path: str | Path, *, device: str = "auto", key: str = "matri
     torch_device = resolve_device(device)
     predictor = Predictor(model.to(torch_device), transform, float(state["scalar"][0]), float(state["scalar"][1]),
                           sim.wrapped, mask, torch_device).freeze()
+    predictor.residual_quantiles = state.get("residual_quantiles")
     return config, predictor, sim
