@@ -281,12 +281,12 @@ def write_geotiff(path: str | Path, values: np.ndarray, x: np.ndarray, y: np.nda
                   nodata: float | None = None, units: str | None = None) -> Path:
     """Write ``(ny, nx)`` (or ``(k, ny, nx)``) values on increasing pixel-centre ``x``/``y`` (m) as a north-up GeoTIFF."""
     import rasterio
-    from rasterio.transform import from_origin
+    from rasterio.transform import Affine
 
     values = np.asarray(values, dtype=np.float32)
     stack = values if values.ndim == 3 else values[None]
     dx, dy = float(x[1] - x[0]), float(y[1] - y[0])
-    transform = from_origin(float(x[0]) - dx / 2, float(y[-1]) + dy / 2, dx, dy)
+    transform = Affine(dx, 0.0, float(x[0]) - dx / 2, 0.0, -dy, float(y[-1]) + dy / 2)  # north-up
     out = stack[:, ::-1, :].copy()  # north-up: the first row is the northernmost
     if nodata is not None:
         out[np.isnan(out)] = nodata

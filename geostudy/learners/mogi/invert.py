@@ -12,10 +12,16 @@
    are removed before: the plane fitted to the whole map at first, then, twice, the plane fitted to
    the map minus the network's modelled source. The network's intervals are the quantiles of its
    validation residuals stored in the checkpoint.
-3. ``invert.refine: true`` fits the same forward model plus offset and ramp to every valid pixel of
-   the map at its own resolution (:mod:`geostudy.learners.mogi.refine`; a regular subsample beyond
-   ``invert.max_pixels``), starting from the network's estimate, with sandwich intervals under the
-   residual's own spatial covariance.
+3. ``invert.refine: true`` fits the same forward model plus offset and ramp to the valid pixels of
+   the map at its own resolution (:mod:`geostudy.learners.mogi.refine`; a regular subsample of at
+   most ``invert.max_pixels``), starting from the network's estimate, with sandwich intervals under
+   the residual's own spatial covariance. The fit replaces the network's estimate and intervals when
+   it is plausible (under the map, depth and ΔV within a factor of the prior's range) and at least
+   twice as tight (standard deviations of depth and ΔV below half the network's): the map then
+   constrains the source better than the network's training did (a strong signal, a geometry or
+   spacing unlike the training maps). Otherwise the network's estimate stands: with weak signals in
+   correlated noise the fit mostly follows the atmosphere, and its linearised intervals are too
+   narrow there, while the network has learnt the prior (``estimates.json`` says which was used).
 
 It writes ``estimates.json``, ``invert_fields.nc`` (observed, modelled and residual LOS in metres on
 the map's grid and coordinates) and ``figures/invert_maps.png``.
@@ -47,12 +53,16 @@ from geostudy.learners.mogi.refine import (
     intervals,
     nuisance_design,
     sandwich_covariance,
+    sharper,
     source_los,
     start_vector,
+    white_covariance,
 )
 from geostudy.learners.mogi.train import QUANTILE_LEVELS, load_checkpoint
 
-NETWORK_PASSES = 3
+NETWORK_PASSES = 2
+SHARPER = 0.5  # the fit replaces the network's estimate when its depth and ΔV are this much tighter (sd ratio)
+PEAK_SMOOTHING = 0.6  # x the prior's median depth: the Gaussian (km) the peak is searched on
 
 
 def prepare(cfg: MogiConfig) -> tuple[Predictor, Simulator, ObservedMap]:
@@ -91,10 +101,14 @@ def window(obs: ObservedMap, field: np.ndarray, centre_km: tuple[float, float], 
     return np.where(den >= 0.5, num / np.where(den > 0, den, 1.0), np.nan)
 
 
-def peak(obs: ObservedMap, field: np.ndarray) -> tuple[float, float]:
-    """km position of the maximum of the field smoothed over 1.5 km (inflation: the LOS peak)."""
+def peak(obs: ObservedMap, field: np.ndarray, sigma_km: float) -> tuple[float, float]:
+    """km position of the maximum of the field smoothed over ``sigma_km`` (inflation: the LOS peak).
+
+    Smoothing over about the width of a typical source's pattern (a matched filter, roughly) keeps
+    the atmosphere's small blobs from being taken for the source.
+    """
     valid = np.isfinite(field)
-    smooth, weight = _smooth(field, valid, 1.5 / obs.spacing_km)
+    smooth, weight = _smooth(field, valid, sigma_km / obs.spacing_km)
     i, j = np.unravel_index(np.argmax(np.where(weight > 0.5, smooth, -np.inf)), field.shape)
     return float(obs.x_km[j]), float(obs.y_km[i])
 
@@ -112,7 +126,7 @@ class Inversion:
     crop_centre_km: tuple[float, float]
     fitted_pixels: int
     seconds: float
-    refined: bool
+    refined: bool  # the least-squares fit was used (refine on, and its source plausible)
 
 
 def _points(obs: ObservedMap, stride: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -159,37 +173,56 @@ def network_intervals(predictor: Predictor, est: dict[str, float], level: float)
     return out
 
 
+def _plausible(source: dict[str, float], obs: ObservedMap, sim: Simulator) -> bool:
+    """Whether a least-squares source is one to use instead of the network's: under the map, depth and ΔV
+    within a factor of the prior's range (a fit that wandered off along the depth-ΔV trade-off, or
+    onto the atmosphere, is left out and the network's estimate stands)."""
+    (d_lo, d_hi), (v_lo, v_hi) = sim.spec.value_range("depth_km"), sim.spec.value_range("dv_m3")
+    finite = all(math.isfinite(v) for v in source.values())
+    return (finite and obs.x_km[0] <= source["x0_km"] <= obs.x_km[-1] and obs.y_km[0] <= source["y0_km"] <= obs.y_km[-1]
+            and d_lo / 2 <= source["depth_km"] <= 2 * d_hi and v_lo / 10 <= source["dv_m3"] <= 10 * v_hi)
+
+
 def invert_map(predictor: Predictor, sim: Simulator, obs: ObservedMap, inv: InvertConfig) -> Inversion:
     """The network's estimate, then (``inv.refine``) least squares from it; see the module docstring."""
     start = time.perf_counter()
     grid, nu = sim.cfg.grid, float(sim.spec.central("nu"))
     nuisance = _fit_nuisance(obs, obs.los, inv)
-    est: dict[str, float] = {}
-    centre = (0.0, 0.0)
+    best: tuple[float, dict[str, float], dict[str, float], tuple[float, float]] = (math.inf, {}, nuisance, (0.0, 0.0))
     for _ in range(NETWORK_PASSES):
         field = obs.los - _nuisance_field(obs, nuisance, inv)
-        centre = peak(obs, field)
+        centre = peak(obs, field, PEAK_SMOOTHING * float(sim.spec.central("depth_km")))
         pred = predictor.predict(window(obs, field, centre, grid.n, grid.extent_km)[None])
-        est = {v: float(pred[v][0]) for v in pred}
-        est["x0_km"] = centre[0] + est.get("x0_km", 0.0)
-        est["y0_km"] = centre[1] + est.get("y0_km", 0.0)
-        source = _full_model(obs, start_vector(est), {}, inv, nu)
-        nuisance = _fit_nuisance(obs, obs.los - source, inv)
+        guess = {v: float(pred[v][0]) for v in pred}
+        guess["x0_km"] = centre[0] + guess.get("x0_km", 0.0)
+        guess["y0_km"] = centre[1] + guess.get("y0_km", 0.0)
+        source = _full_model(obs, start_vector(guess), {}, inv, nu)
+        pass_nuisance = _fit_nuisance(obs, obs.los - source, inv)
+        misfit = float(np.nanmean((obs.los - source - _nuisance_field(obs, pass_nuisance, inv)) ** 2))
+        if misfit < best[0]:  # a pass whose source does not explain the map better leaves the previous one
+            best = (misfit, guess, pass_nuisance, centre)
+            nuisance = pass_nuisance
+    _, est, nuisance, centre = best
     net = {v: est[v] for v in ("x0_km", "y0_km", "depth_km", "dv_m3")}
     net_int = network_intervals(predictor, est, inv.level)
     p = start_vector(net)
     result_int: dict[str, tuple[float, float] | None] = dict(net_int)
     fitted = int(np.isfinite(obs.los).sum())
+    used = False
     if inv.refine:
         stride = max(1, math.ceil(math.sqrt(fitted / inv.max_pixels)))
         x, y, data, e, valid = _points(obs, stride)
         fit = fit_source(x, y, data, e, net, nuisance, offset=inv.nuisance.offset, ramp=inv.nuisance.ramp, nu=nu)
-        p, nuisance, fitted = fit.p[:4], fit.nuisance, len(data)
-        result_int = dict(intervals(fit.p, sandwich_covariance(fit.jac, fit.residual, valid), inv.level))
-        est = fit.source
+        prior = {v: (net[v], *iv) for v, iv in net_int.items() if iv is not None}
+        if _plausible(fit.source, obs, sim) and sharper(white_covariance(fit.jac, fit.residual), prior, inv.level, SHARPER):
+            cov = sandwich_covariance(fit.jac, fit.residual, valid)
+            if np.isfinite(cov).all() and sharper(cov, prior, inv.level, SHARPER):
+                p, nuisance, fitted, used = fit.p[:4], fit.nuisance, len(data), True
+                result_int = dict(intervals(fit.p, cov, inv.level))
+                est = fit.source
     modelled = _full_model(obs, p, nuisance, inv, nu)
     return Inversion(net, net_int, {v: est[v] for v in net}, result_int, nuisance, modelled, centre, fitted,
-                     time.perf_counter() - start, inv.refine)
+                     time.perf_counter() - start, used)
 
 
 def _entry(value: float, interval: tuple[float, float] | None, scale: float = 1.0, shift: float = 0.0) -> dict[str, Any]:
@@ -213,11 +246,13 @@ def estimates_record(cfg: MogiConfig, sim: Simulator, obs: ObservedMap, res: Inv
     names = {"offset": f"offset_mm{rate}", "ramp_x": f"ramp_east_mm{rate}_per_km", "ramp_y": f"ramp_north_mm{rate}_per_km"}
     return {
         "method": "network + least squares" if res.refined else "network",
+        "refine": {"asked": inv.refine, "used": res.refined},
         "level": inv.level,
         **block(res.estimate, res.intervals),
         "dv_unit": f"m3{rate}",
         "position_unit": obs.raster.coord_unit,
-        "interval_method": ("linearised least squares, sandwich with the residual's spatial covariance" if res.refined
+        "interval_method": ("linearised least squares, sandwich covariance under the residual's spatial covariance"
+                            if res.refined
                             else "quantiles of the network's validation residuals"),
         "network": block(res.network, res.network_intervals),
         "nuisance": {names[k]: v * scale[k] for k, v in res.nuisance.items()},

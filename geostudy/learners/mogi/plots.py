@@ -114,7 +114,11 @@ def invert_figure(obs, modelled: np.ndarray, record: Mapping):
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), sharex=True, sharey=True)
     x0, y0 = record["x0"], record["y0"]
     for ax, (title, arr) in zip(axes, panels):
-        im = ax.pcolormesh(r.x, r.y, arr, cmap="RdBu_r", vmin=-v, vmax=v, shading="nearest")
+        # The residual gets its own scale: it is usually far smaller than the signal.
+        w = (float(np.nanquantile(np.abs(arr), 0.995)) or 1.0) if title == "residual" else v
+        im = ax.pcolormesh(r.x, r.y, arr, cmap="RdBu_r", vmin=-w, vmax=w, shading="nearest")
+        ax.xaxis.set_major_locator(plt.MaxNLocator(4))
+        ax.ticklabel_format(style="plain", useOffset=False)
         fig.colorbar(im, ax=ax, shrink=0.85, label=f"LOS towards satellite (mm{rate})")
         ax.plot([x0["estimate"]], [y0["estimate"]], marker="*", color="k", ms=12, mfc="gold")
         if x0["low"] is not None and y0["low"] is not None:
