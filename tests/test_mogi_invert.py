@@ -176,6 +176,10 @@ def test_per_pixel_geometry_and_network_only(checkpoint: Path, tmp_path: Path) -
     constant = run_invert(invert_config(checkpoint, path), tmp_path / "c")
     for rec in (by_vector, by_angles):
         assert rec["depth_km"]["estimate"] == pytest.approx(constant["depth_km"]["estimate"], rel=1e-4)
+    rate = run_invert(invert_config(checkpoint, write_map(tmp_path / "v.nc", x, y, los, units="mm"),
+                                    **{"invert.units": "mm/yr", "invert.figures": False}), tmp_path / "v")
+    assert rate["dv_unit"] == "m3/yr" and "offset_mm/yr" in rate["nuisance"]
+    assert rate["depth_km"]["estimate"] == pytest.approx(constant["depth_km"]["estimate"], rel=1e-6)
     network = run_invert(invert_config(checkpoint, path, **{"invert.refine": False}), tmp_path / "d")
     assert network["method"] == "network" and network["depth_km"]["low"] < network["depth_km"]["high"]
     assert network["depth_km"] == network["network"]["depth_km"]
@@ -222,6 +226,9 @@ def files(checkpoint: Path, tmp_path: Path) -> dict[str, Path]:
             dst.write(np.ones((1, 3, 4), np.float32))
         out[name] = tmp_path / f"{name}.tif"
     out["inc"] = write_geotiff(tmp_path / "inc.tif", np.full(los.shape, 95.0), x, y, "EPSG:32633")
+    out["small"] = write_geotiff(tmp_path / "small.tif", np.full((10, 10), 34.0), x[:10], y[:10], "EPSG:32633")
+    out["badlos"] = write_geotiff(tmp_path / "badlos.tif", np.ones((3, *los.shape)), x, y, "EPSG:32633")
+    out["degrees"] = write_netcdf(tmp_path / "deg.nc", {"los": los}, x / 1e5, y / 1e5, coord_units="degrees_east")
     out["npy"] = tmp_path / "m.npy"
     np.save(out["npy"], los)
     state = torch.load(checkpoint, weights_only=True)
@@ -248,6 +255,10 @@ BAD = [  # (map, overrides, error, words in the one line)
     ("tif", {"invert.checkpoint": "matern"}, DataError, ["matern.pt", "not a mogi checkpoint", "matern"]),
     ("tif", {"invert.checkpoint": "missing"}, DataError, ["invert.checkpoint", "not found"]),
     ("npy", {}, DataError, ["m.npy", "invert.grid", "spacing"]),
+    ("degrees", {}, DataError, ["deg.nc", "invert.map", "degrees", "reproject"]),
+    ("tif", {"invert.geometry.incidence_map": "small"}, DataError, ["small.tif", "incidence_map", "(10, 10)", "map's"]),
+    ("tif", {"invert.geometry.los_map": "badlos"}, DataError, ["badlos.tif", "los_map", "unit vectors"]),
+    ("tif", {"invert.units": "rad"}, ConfigError, ["invert.units", "'rad'"]),
     ("tif", {"invert.units": "m/yr", "invert.map": None}, ConfigError, ["invert.map", "mode: invert needs"]),
 ]
 

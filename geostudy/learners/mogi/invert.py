@@ -60,7 +60,7 @@ from geostudy.learners.mogi.refine import (
 )
 from geostudy.learners.mogi.train import QUANTILE_LEVELS, load_checkpoint
 
-NETWORK_PASSES = 2
+NETWORK_PASSES = 1
 SHARPER = 0.5  # the fit replaces the network's estimate when its depth and ΔV are this much tighter (sd ratio)
 PEAK_SMOOTHING = 0.6  # x the prior's median depth: the Gaussian (km) the peak is searched on
 
