@@ -9,9 +9,9 @@
    (NaN-aware; a finer map is first smoothed by a Gaussian of 0.4 x the spacing ratio so it is
    averaged rather than aliased), pixels outside the map or invalid are holes. A map larger than the
    training extent is thus cropped around its peak, a smaller one padded with holes. Offset and ramp
-   are removed before: the plane fitted to the whole map at first, then, twice, the plane fitted to
-   the map minus the network's modelled source. The network's intervals are the quantiles of its
-   validation residuals stored in the checkpoint.
+   are removed before: the plane fitted to the whole map. The network's intervals are the quantiles
+   of its validation residuals stored in the checkpoint, those of the quarter of the validation maps
+   whose amplitude was closest to this window's (weak patterns are inverted less precisely).
 3. ``invert.refine: true`` fits the same forward model plus offset and ramp to the valid pixels of
    the map at its own resolution (:mod:`geostudy.learners.mogi.refine`; a regular subsample of at
    most ``invert.max_pixels``), starting from the network's estimate, with sandwich intervals under
@@ -46,7 +46,7 @@ from geostudy.learners.mogi.config import InvertConfig, MogiConfig
 from geostudy.learners.mogi.data import Simulator
 from geostudy.learners.mogi.evaluate import Predictor
 from geostudy.learners.mogi.forward import grid_coords
-from geostudy.learners.mogi.model import TargetTransform
+from geostudy.learners.mogi.model import TargetTransform, map_features
 from geostudy.learners.mogi.observed import ObservedMap, read_observed
 from geostudy.learners.mogi.refine import (
     fit_source,
@@ -162,14 +162,17 @@ def _fit_nuisance(obs: ObservedMap, resid: np.ndarray, inv: InvertConfig) -> dic
     return dict(zip(names, coef.tolist()))
 
 
-def network_intervals(predictor: Predictor, est: dict[str, float], level: float) -> dict[str, tuple[float, float] | None]:
-    """``est`` ± the validation residual quantiles (in the network's units) at the central ``level``."""
+def network_intervals(predictor: Predictor, est: dict[str, float], level: float,
+                      amplitude: float) -> dict[str, tuple[float, float] | None]:
+    """``est`` plus the validation residual quantiles (network units) at the central ``level``, of the
+    validation maps whose amplitude (log-RMS input) was like this map's."""
     out: dict[str, tuple[float, float] | None] = {v: None for v in ("x0_km", "y0_km", "depth_km", "dv_m3")}
-    for var, q in (predictor.residual_quantiles or {}).items():
-        lo, hi = np.interp([0.5 - level / 2, 0.5 + level / 2], QUANTILE_LEVELS, q)
+    k = int(np.searchsorted(predictor.residual_edges, amplitude))
+    for var, per_bin in (predictor.residual_quantiles or {}).items():
+        lo, hi = np.interp([0.5 - level / 2, 0.5 + level / 2], QUANTILE_LEVELS, per_bin[min(k, len(per_bin) - 1)])
         t = TargetTransform.transformed(var, np.array([est[var]]))[0]
-        a, b = TargetTransform.physical(var, np.array([t + lo, t + hi]))
-        out[var] = (float(a), float(b))
+        low, high = TargetTransform.physical(var, np.array([t + lo, t + hi]))
+        out[var] = (float(low), float(high))
     return out
 
 
@@ -189,10 +192,13 @@ def invert_map(predictor: Predictor, sim: Simulator, obs: ObservedMap, inv: Inve
     grid, nu = sim.cfg.grid, float(sim.spec.central("nu"))
     nuisance = _fit_nuisance(obs, obs.los, inv)
     best: tuple[float, dict[str, float], dict[str, float], tuple[float, float]] = (math.inf, {}, nuisance, (0.0, 0.0))
+    best_amplitude = 0.0
     for _ in range(NETWORK_PASSES):
         field = obs.los - _nuisance_field(obs, nuisance, inv)
         centre = peak(obs, field, PEAK_SMOOTHING * float(sim.spec.central("depth_km")))
-        pred = predictor.predict(window(obs, field, centre, grid.n, grid.extent_km)[None])
+        win = window(obs, field, centre, grid.n, grid.extent_km)[None]
+        pred = predictor.predict(win)
+        amplitude = float(map_features(win, False, predictor.mask)[1][0, 0])
         guess = {v: float(pred[v][0]) for v in pred}
         guess["x0_km"] = centre[0] + guess.get("x0_km", 0.0)
         guess["y0_km"] = centre[1] + guess.get("y0_km", 0.0)
@@ -201,10 +207,11 @@ def invert_map(predictor: Predictor, sim: Simulator, obs: ObservedMap, inv: Inve
         misfit = float(np.nanmean((obs.los - source - _nuisance_field(obs, pass_nuisance, inv)) ** 2))
         if misfit < best[0]:  # a pass whose source does not explain the map better leaves the previous one
             best = (misfit, guess, pass_nuisance, centre)
+            best_amplitude = amplitude
             nuisance = pass_nuisance
     _, est, nuisance, centre = best
     net = {v: est[v] for v in ("x0_km", "y0_km", "depth_km", "dv_m3")}
-    net_int = network_intervals(predictor, est, inv.level)
+    net_int = network_intervals(predictor, est, inv.level, best_amplitude)
     p = start_vector(net)
     result_int: dict[str, tuple[float, float] | None] = dict(net_int)
     fitted = int(np.isfinite(obs.los).sum())
