@@ -306,3 +306,11 @@ def test_residual_covariance_fit_recovers_exponential_noise() -> None:
     sill, length, nugget = np.median(np.array(fits), axis=0)
     assert sill == pytest.approx(1.0, rel=0.3) and length == pytest.approx(4.0, rel=0.35)
     assert nugget == pytest.approx(0.49, rel=0.3)
+
+
+def test_netcdf_without_coordinate_values_is_refused(tmp_path: Path) -> None:
+    import xarray as xr
+
+    xr.Dataset({"los": (("y", "x"), np.zeros((4, 5)))}).to_netcdf(tmp_path / "bare.nc")
+    with pytest.raises(DataError, match="'x' has no coordinate values"):
+        read_netcdf(tmp_path / "bare.nc", "los", key="invert.map")

@@ -201,8 +201,11 @@ def read_netcdf(path: str | Path, variable: str, *, x: str = "x", y: str = "y", 
         crs = None
         for var in ds.variables.values():  # CF grid mapping (or rioxarray's spatial_ref)
             crs = crs or var.attrs.get("crs_wkt") or var.attrs.get("spatial_ref")
-        xs = _regular_axis(ds[x].values if x in ds.coords else np.arange(values.shape[1]), x, path, key)
-        ys = _regular_axis(ds[y].values if y in ds.coords else np.arange(values.shape[0]), y, path, key)
+        for name in (x, y):
+            if name not in ds.coords:
+                raise DataError(f"dimension {name!r} has no coordinate values; the pixel positions are needed", file=path, key=key)
+        xs = _regular_axis(ds[x].values, x, path, key)
+        ys = _regular_axis(ds[y].values, y, path, key)
     if any(u.startswith("degree") for u in coord_units):
         raise DataError(f"coordinates {x!r}/{y!r} are in degrees; reproject the grid to a projected metric CRS first "
                         "(e.g. rioxarray's rio.reproject or gdalwarp)", file=path, key=key)
