@@ -308,6 +308,27 @@ def test_residual_covariance_fit_recovers_exponential_noise() -> None:
     assert nugget == pytest.approx(0.49, rel=0.3)
 
 
+def test_residual_covariance_fit_on_a_subsample_recovers_exponential_noise() -> None:
+    """As in ``mode: invert`` (``refine.COVARIANCE_SIDE``): fitted on every 3rd row and column of the
+    map, the length comes back in pixels of the full map and the variance is kept."""
+    from geostudy.learners.mogi.noise import correlated_noise
+    from geostudy.learners.mogi.refine import COVARIANCE_SIDE, fit_residual_covariance
+
+    rng = np.random.default_rng(0)
+    gx, gy = np.meshgrid(np.arange(48.0), np.arange(48.0))
+    valid = rng.random((48, 48)) > 0.1
+    jac = np.stack([np.ones(valid.sum()), gx[valid], gy[valid]], axis=1)
+    fits = []
+    for _ in range(8):
+        noise = correlated_noise(rng, 1, 48, 1.0, "exponential", 4.0, 1.0)[0] + 0.7 * rng.standard_normal((48, 48))
+        resid = noise[valid] - jac @ np.linalg.lstsq(jac, noise[valid], rcond=None)[0]
+        fits.append(fit_residual_covariance(jac, resid, valid, max_side=COVARIANCE_SIDE))
+    sill, length, nugget = np.median(np.array(fits), axis=0)
+    assert COVARIANCE_SIDE == 16  # 48 pixels a side: a stride of 3
+    assert sill == pytest.approx(1.0, rel=0.3) and length == pytest.approx(4.0, rel=0.35)
+    assert sill + nugget == pytest.approx(1.49, rel=0.2)
+
+
 def test_netcdf_without_coordinate_values_is_refused(tmp_path: Path) -> None:
     import xarray as xr
 

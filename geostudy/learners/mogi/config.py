@@ -147,7 +147,7 @@ class InvertConfig:
     refine: bool = True
     level: float = 0.9
     min_valid: int = 100
-    max_pixels: int = 2500  # the refinement fits at most this many pixels (a regular subsample beyond)
+    max_pixels: int = 600  # the refinement fits at most this many pixels (a regular subsample beyond)
     figures: bool = True
 
     def validate(self, file: str | Path | None, prefix: str) -> None:

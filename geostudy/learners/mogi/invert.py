@@ -84,7 +84,7 @@ def _smooth(values: np.ndarray, valid: np.ndarray, sigma: float) -> tuple[np.nda
     w = valid.astype(np.float64)
     if sigma <= 0.3:
         return filled, w
-    num, den = ndimage.gaussian_filter(filled, sigma, mode="constant"), ndimage.gaussian_filter(w, sigma, mode="constant")
+    num, den = ndimage.gaussian_filter(np.stack([filled, w]), (0.0, sigma, sigma), mode="constant")  # one call for both
     return np.where(den > 1e-6, num / np.where(den > 1e-6, den, 1.0), 0.0) * (den > 1e-6), np.clip(den, 0.0, 1.0)
 
 
@@ -138,28 +138,34 @@ def _points(obs: ObservedMap, stride: int = 1) -> tuple[np.ndarray, np.ndarray, 
     return gx[valid], gy[valid], los[valid], e, valid
 
 
-def _nuisance_field(obs: ObservedMap, nuisance: dict[str, float], inv: InvertConfig) -> np.ndarray:
-    gx, gy = np.meshgrid(obs.x_km, obs.y_km)
-    design, names = nuisance_design(gx.ravel(), gy.ravel(), inv.nuisance.offset, inv.nuisance.ramp)
-    return (design @ np.array([nuisance.get(n, 0.0) for n in names])).reshape(gx.shape)
+class _MapGrid:
+    """What every step of one inversion needs of the map's grid, computed once: pixel coordinates (km),
+    the nuisance design and its pseudo-inverse on the valid pixels (the offset/ramp fit is linear, so
+    each of its fits is one product)."""
 
+    def __init__(self, obs: ObservedMap, inv: InvertConfig) -> None:
+        gx, gy = np.meshgrid(obs.x_km, obs.y_km)
+        self.shape = gx.shape
+        self.x, self.y = gx.ravel(), gy.ravel()
+        self.valid = np.isfinite(obs.los).ravel()
+        self.los = obs.los.ravel()
+        self.design, self.names = nuisance_design(self.x, self.y, inv.nuisance.offset, inv.nuisance.ramp)
+        d = self.design[self.valid]
+        # normal equations: a handful of well-scaled columns (x, y in km from the centre), cheaper than an SVD
+        self.pinv = np.linalg.solve(d.T @ d, d.T) if self.names else np.zeros((0, int(self.valid.sum())))
+        self.e = obs.e.reshape(3, -1) if obs.e.ndim == 3 else obs.e
 
-def _full_model(obs: ObservedMap, p: np.ndarray, nuisance: dict[str, float], inv: InvertConfig, nu: float) -> np.ndarray:
-    """Source (``p`` as in :mod:`refine`) plus nuisance on the whole map grid (m)."""
-    gx, gy = np.meshgrid(obs.x_km, obs.y_km)
-    e = obs.e.reshape(3, -1) if obs.e.ndim == 3 else obs.e
-    model = source_los(p, gx.ravel(), gy.ravel(), e, nu)[0].reshape(gx.shape)
-    return model + _nuisance_field(obs, nuisance, inv)
+    def nuisance_field(self, nuisance: dict[str, float]) -> np.ndarray:
+        """Offset + ramp on the whole grid (flat)."""
+        return self.design @ np.array([nuisance.get(n, 0.0) for n in self.names])
 
+    def fit_nuisance(self, resid: np.ndarray) -> dict[str, float]:
+        """Least-squares offset and ramp of a flat field over the valid pixels."""
+        return dict(zip(self.names, (self.pinv @ resid[self.valid]).tolist()))
 
-def _fit_nuisance(obs: ObservedMap, resid: np.ndarray, inv: InvertConfig) -> dict[str, float]:
-    valid = np.isfinite(resid)
-    gx, gy = np.meshgrid(obs.x_km, obs.y_km)
-    design, names = nuisance_design(gx[valid], gy[valid], inv.nuisance.offset, inv.nuisance.ramp)
-    if not names:
-        return {}
-    coef = np.linalg.lstsq(design, resid[valid], rcond=None)[0]
-    return dict(zip(names, coef.tolist()))
+    def source(self, p: np.ndarray, nu: float) -> np.ndarray:
+        """LOS of the source ``p`` (as in :mod:`refine`) on the whole grid (flat)."""
+        return source_los(p, self.x, self.y, self.e, nu)[0]
 
 
 def network_intervals(predictor: Predictor, est: dict[str, float], level: float,
@@ -190,11 +196,12 @@ def invert_map(predictor: Predictor, sim: Simulator, obs: ObservedMap, inv: Inve
     """The network's estimate, then (``inv.refine``) least squares from it; see the module docstring."""
     start = time.perf_counter()
     grid, nu = sim.cfg.grid, float(sim.spec.central("nu"))
-    nuisance = _fit_nuisance(obs, obs.los, inv)
+    g = _MapGrid(obs, inv)
+    nuisance = g.fit_nuisance(g.los)
     best: tuple[float, dict[str, float], dict[str, float], tuple[float, float]] = (math.inf, {}, nuisance, (0.0, 0.0))
     best_amplitude = 0.0
     for _ in range(NETWORK_PASSES):
-        field = obs.los - _nuisance_field(obs, nuisance, inv)
+        field = (g.los - g.nuisance_field(nuisance)).reshape(g.shape)
         centre = peak(obs, field, PEAK_SMOOTHING * float(sim.spec.central("depth_km")))
         win = window(obs, field, centre, grid.n, grid.extent_km)[None]
         pred = predictor.predict(win)
@@ -202,9 +209,9 @@ def invert_map(predictor: Predictor, sim: Simulator, obs: ObservedMap, inv: Inve
         guess = {v: float(pred[v][0]) for v in pred}
         guess["x0_km"] = centre[0] + guess.get("x0_km", 0.0)
         guess["y0_km"] = centre[1] + guess.get("y0_km", 0.0)
-        source = _full_model(obs, start_vector(guess), {}, inv, nu)
-        pass_nuisance = _fit_nuisance(obs, obs.los - source, inv)
-        misfit = float(np.nanmean((obs.los - source - _nuisance_field(obs, pass_nuisance, inv)) ** 2))
+        source = g.source(start_vector(guess), nu)
+        pass_nuisance = g.fit_nuisance(g.los - source)
+        misfit = float(np.nanmean((g.los - source - g.nuisance_field(pass_nuisance)) ** 2))
         if misfit < best[0]:  # a pass whose source does not explain the map better leaves the previous one
             best = (misfit, guess, pass_nuisance, centre)
             best_amplitude = amplitude
@@ -227,7 +234,7 @@ def invert_map(predictor: Predictor, sim: Simulator, obs: ObservedMap, inv: Inve
                 p, nuisance, fitted, used = fit.p[:4], fit.nuisance, len(data), True
                 result_int = dict(intervals(fit.p, cov, inv.level))
                 est = fit.source
-    modelled = _full_model(obs, p, nuisance, inv, nu)
+    modelled = (g.source(p, nu) + g.nuisance_field(nuisance)).reshape(g.shape)
     return Inversion(net, net_int, {v: est[v] for v in net}, result_int, nuisance, modelled, centre, fitted,
                      time.perf_counter() - start, used)
 

@@ -39,6 +39,7 @@ from scipy.stats import norm
 
 SOURCE = ("x0_km", "y0_km", "depth_km", "dv_m3")
 NUISANCE = ("offset", "ramp_x", "ramp_y")
+COVARIANCE_SIDE = 16  # the residual covariance is fitted on a subsample of at most this many pixels a side (speed)
 
 
 def nuisance_design(x_km: np.ndarray, y_km: np.ndarray, offset: bool, ramp: bool) -> tuple[np.ndarray, list[str]]:
@@ -122,12 +123,15 @@ def fit_source(x_km: np.ndarray, y_km: np.ndarray, data: np.ndarray, e: np.ndarr
 
 
 def levenberg_marquardt(evaluate: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], p0: np.ndarray,
-                        max_iter: int = 60, tol: float = 1e-8) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+                        max_iter: int = 20, tol: float = 1e-6) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Minimise ``|r(p)|²`` with Marquardt's scaled damping; ``evaluate`` gives the residual and its Jacobian at once.
 
     A few lines of numpy rather than ``scipy.optimize.least_squares``: from the network's start it
     converges in a handful of steps, and computing the residual and the analytic Jacobian together
-    halves the forward-model calls that MINPACK makes.
+    halves the forward-model calls that MINPACK makes. It stops when the cost falls by less than
+    ``tol`` (relative; 1e-6 moves the estimate by a few hundredths of its standard deviation) or
+    after ``max_iter`` steps: a fit still wandering then is one that ``mode: invert`` leaves out
+    (implausible, or not sharper than the network).
 
     Returns:
         ``(p, residual, jacobian, evaluations)`` at the solution.
@@ -171,6 +175,15 @@ def _lags(shape: tuple[int, int]) -> np.ndarray:
     ly = np.minimum(np.arange(shape[0]), shape[0] - np.arange(shape[0]))[:, None]
     lx = np.minimum(np.arange(shape[1]), shape[1] - np.arange(shape[1]))[None, :]
     return np.sqrt(lx**2 + ly**2)
+
+
+@functools.lru_cache(maxsize=8)
+def _kernels(shape: tuple[int, int], lengths: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lags, the exponential kernels ``exp(-h / length)`` and their rfft2 spectra (real) for each length
+    (cached: the same map sizes come back, and these are read only)."""
+    lag = _lags(shape)
+    kernels = np.exp(-lag[None] / np.array(lengths)[:, None, None])
+    return lag, kernels, sfft.rfft2(kernels).real
 
 
 def _image(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -217,13 +230,19 @@ def fit_residual_covariance(jac: np.ndarray, resid: np.ndarray, valid: np.ndarra
     fq = rfft(images)  # (P, ...) all columns at once
     fm = rfft(valid.astype(np.float64))
     fr = rfft(_image(resid, valid))
-    lag = _lags(shape)
+    lengths = np.geomspace(0.3, max(min(ny, nx) / 2.0, 1.0), n_lengths)
+    lag, kernels, fkernels = _kernels(shape, tuple(lengths.tolist()))
     bins = np.rint(lag).astype(int).ravel()
-    use = bins <= min(ny, nx) // 2
+    use = np.flatnonzero(bins <= min(ny, nx) // 2)
     nb = int(bins.max()) + 1
+    idx = bins[use]
 
     def binned(field: np.ndarray) -> np.ndarray:
-        return np.bincount(bins[use], weights=field.ravel()[use], minlength=nb)
+        """Sums by integer lag of the last two axes; leading axes kept (one bincount for all)."""
+        flat = field.reshape(-1, field.shape[-2] * field.shape[-1])[:, use]
+        rows = np.arange(flat.shape[0])[:, None] * nb
+        out = np.bincount((rows + idx).ravel(), weights=flat.ravel(), minlength=flat.shape[0] * nb)
+        return out.reshape(*field.shape[:-2], nb)
 
     pairs = irfft(np.abs(fm) ** 2)
     count = binned(pairs)
@@ -231,26 +250,29 @@ def fit_residual_covariance(jac: np.ndarray, resid: np.ndarray, valid: np.ndarra
     white = binned((lag == 0) * float(valid.sum()) - irfft(np.sum(np.abs(fq) ** 2, axis=0)))  # C = I: Σ_pairs (I - H)
     ok = count > 0.5
     w = 1.0 / np.sqrt(count[ok])  # per-pair averages weighted by the root of their counts
-    best = (np.inf, 0.0, 1.0, 0.0)
-    for length in np.geomspace(0.3, max(min(ny, nx) / 2.0, 1.0), n_lengths):
-        kernel = np.exp(-lag / length)
-        cq = irfft(fq * rfft(kernel).real)[:, :ny, :nx] * valid  # C Q, on the valid pixels
-        fcq = rfft(cq)
-        m = q.T @ cq[:, valid].T  # Qᵀ C Q
-        spectrum = np.sum(2.0 * (np.conj(fq) * fcq).real - np.conj(fq) * np.tensordot(m, fq, axes=(1, 0)), axis=0)
-        expected = binned(kernel * pairs - irfft(spectrum))
-        design = np.stack([expected[ok], white[ok]], axis=1) * w[:, None]
-        coef = np.clip(np.linalg.lstsq(design, target[ok] * w, rcond=None)[0], 0.0, None)
-        sse = float(np.sum((design @ coef - target[ok] * w) ** 2))
-        if sse < best[0]:
-            best = (sse, float(coef[0]), float(length), float(coef[1]))
-    return best[1], best[2] * stride, best[3]
+    # every candidate length at once: C Q on the valid pixels, then Σ_pairs [C - HC - CH + HCH] by lag
+    cq = irfft(fq[None] * fkernels[:, None])[..., :ny, :nx] * valid  # (L, P, ny, nx)
+    fcq = rfft(cq)
+    m = q.T @ np.swapaxes(cq[..., valid], 1, 2)  # Qᵀ C Q per length, (L, P, P)
+    cfq = np.conj(fq)
+    hch = (m @ fq.reshape(len(fq), -1)).reshape(fcq.shape)  # (Qᵀ C Q) applied to Q's spectra, a BLAS product
+    spectrum = np.sum(cfq * (2.0 * fcq - hch), axis=1).real  # the HCH part is a Hermitian form: real
+    expected = binned(kernels * pairs - irfft(spectrum))  # (L, bins)
+    design = np.stack([expected[:, ok], np.broadcast_to(white[ok], expected[:, ok].shape)], axis=2) * w[:, None]
+    y = target[ok] * w
+    # sill and nugget per length: the 2 x 2 normal equations of all lengths in one solve, clipped at 0
+    gram = np.swapaxes(design, 1, 2) @ design
+    gram += 1e-12 * np.trace(gram, axis1=1, axis2=2)[:, None, None] * np.eye(2)  # a singular length stays finite
+    coef = np.clip(np.linalg.solve(gram, (np.swapaxes(design, 1, 2) @ y)[..., None])[..., 0], 0.0, None)
+    sse = np.sum((np.einsum("lbk,lk->lb", design, coef) - y) ** 2, axis=1)
+    k = int(np.argmin(np.where(np.isfinite(sse), sse, np.inf)))
+    return float(coef[k, 0]), float(lengths[k]) * stride, float(coef[k, 1])
 
 
 def residual_kernel(jac: np.ndarray, resid: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Spectrum (rfft2 on the :func:`_padded` grid) of the residual's fitted covariance, clipped ≥ 0."""
     shape = _padded(valid.shape)
-    sill, length, nugget = fit_residual_covariance(jac, resid, valid)
+    sill, length, nugget = fit_residual_covariance(jac, resid, valid, max_side=COVARIANCE_SIDE)
     h = _lags(shape)
     cov = sill * np.exp(-h / length) + nugget * (h == 0)
     return np.clip(sfft.rfft2(cov).real, 0.0, None)
