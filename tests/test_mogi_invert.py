@@ -310,9 +310,9 @@ def test_residual_covariance_fit_recovers_exponential_noise() -> None:
 
 def test_residual_covariance_fit_on_a_subsample_recovers_exponential_noise() -> None:
     """As in ``mode: invert`` (``refine.COVARIANCE_SIDE``): fitted on every 3rd row and column of the
-    map, the length comes back in pixels of the full map and the variance is kept."""
+    map with as few candidate lengths, the length comes back in pixels of the full map and the variance is kept."""
     from geostudy.learners.mogi.noise import correlated_noise
-    from geostudy.learners.mogi.refine import COVARIANCE_SIDE, fit_residual_covariance
+    from geostudy.learners.mogi.refine import COVARIANCE_LENGTHS, COVARIANCE_SIDE, fit_residual_covariance
 
     rng = np.random.default_rng(0)
     gx, gy = np.meshgrid(np.arange(48.0), np.arange(48.0))
@@ -322,7 +322,7 @@ def test_residual_covariance_fit_on_a_subsample_recovers_exponential_noise() -> 
     for _ in range(8):
         noise = correlated_noise(rng, 1, 48, 1.0, "exponential", 4.0, 1.0)[0] + 0.7 * rng.standard_normal((48, 48))
         resid = noise[valid] - jac @ np.linalg.lstsq(jac, noise[valid], rcond=None)[0]
-        fits.append(fit_residual_covariance(jac, resid, valid, max_side=COVARIANCE_SIDE))
+        fits.append(fit_residual_covariance(jac, resid, valid, max_side=COVARIANCE_SIDE, n_lengths=COVARIANCE_LENGTHS))
     sill, length, nugget = np.median(np.array(fits), axis=0)
     assert COVARIANCE_SIDE == 16  # 48 pixels a side: a stride of 3
     assert sill == pytest.approx(1.0, rel=0.3) and length == pytest.approx(4.0, rel=0.35)

@@ -40,6 +40,7 @@ from scipy.stats import norm
 SOURCE = ("x0_km", "y0_km", "depth_km", "dv_m3")
 NUISANCE = ("offset", "ramp_x", "ramp_y")
 COVARIANCE_SIDE = 16  # the residual covariance is fitted on a subsample of at most this many pixels a side (speed)
+COVARIANCE_LENGTHS = 6  # candidate correlation lengths (geometric, 0.3 px to half the subsample's side)
 
 
 def nuisance_design(x_km: np.ndarray, y_km: np.ndarray, offset: bool, ramp: bool) -> tuple[np.ndarray, list[str]]:
@@ -123,7 +124,7 @@ def fit_source(x_km: np.ndarray, y_km: np.ndarray, data: np.ndarray, e: np.ndarr
 
 
 def levenberg_marquardt(evaluate: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], p0: np.ndarray,
-                        max_iter: int = 20, tol: float = 1e-6) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+                        max_iter: int = 12, tol: float = 1e-6) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Minimise ``|r(p)|²`` with Marquardt's scaled damping; ``evaluate`` gives the residual and its Jacobian at once.
 
     A few lines of numpy rather than ``scipy.optimize.least_squares``: from the network's start it
@@ -272,7 +273,7 @@ def fit_residual_covariance(jac: np.ndarray, resid: np.ndarray, valid: np.ndarra
 def residual_kernel(jac: np.ndarray, resid: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Spectrum (rfft2 on the :func:`_padded` grid) of the residual's fitted covariance, clipped ≥ 0."""
     shape = _padded(valid.shape)
-    sill, length, nugget = fit_residual_covariance(jac, resid, valid, max_side=COVARIANCE_SIDE)
+    sill, length, nugget = fit_residual_covariance(jac, resid, valid, max_side=COVARIANCE_SIDE, n_lengths=COVARIANCE_LENGTHS)
     h = _lags(shape)
     cov = sill * np.exp(-h / length) + nugget * (h == 0)
     return np.clip(sfft.rfft2(cov).real, 0.0, None)
