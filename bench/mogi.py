@@ -14,6 +14,10 @@ depth 2-8 km, ΔV 1e6-1e8 m³), then both invert the same test maps drawn from t
 ``--quick`` trains on 4096 fixed maps for 8 epochs (about 1 minute on a quiet 2-core CPU, 5 when it is
 shared); the full run trains on 12288 fresh maps every epoch (``data: on_the_fly``) for 10 epochs
 (about 5 minutes on a quiet 2-core CPU, 19 when it is shared).
+
+The ``invert_*`` rows (``mode: invert`` on GeoTIFF/NetCDF files at another spacing and extent, with
+offset, ramp and holes; ours = network + least squares vs least squares from the prior medians) are
+described in ``bench/_mogi_invert.py``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench._mogi_invert import rows as invert_rows
 from geostudy.config import apply_overrides
 from geostudy.learners import get_learner
 from geostudy.learners.base import RunContext
@@ -61,7 +66,7 @@ def run(quick: bool) -> list[dict]:
 
     base = "scipy.optimize.least_squares, same forward model, start at the prior medians, bounded to the training ranges"
     wide = "the same least squares within physical bounds only (depth 0.05-100 km, ΔV 1e3-1e12 m³)"
-    return [
+    rows = [
         {"work": "depth_rmse", "unit": "km", "ours": depth_rmse(ours), "baseline": depth_rmse(lsq),
          "baseline_name": base, "lower_is_better": True, "goal": "ours <= 1.0x"},
         {"work": "dv_rel_error", "unit": "", "ours": dv_rel(ours), "baseline": dv_rel(lsq),
@@ -73,3 +78,4 @@ def run(quick: bool) -> list[dict]:
         {"work": "dv_rel_error_vs_physical_bounds", "unit": "", "ours": dv_rel(ours), "baseline": dv_rel(lsq_wide),
          "baseline_name": wide, "lower_is_better": True, "goal": "(context)"},
     ]
+    return rows + invert_rows(quick)

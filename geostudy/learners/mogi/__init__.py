@@ -4,7 +4,9 @@ Pieces, one per module: ``forward`` (Mogi displacements, LOS projection, phase w
 (correlated atmospheric noise, white noise, holes), ``spec`` (the dataset spec: fixed values,
 distributions, quantile intervals), ``data`` (the simulator), ``model`` (CNN, MLP, transforms),
 ``train`` (loop, checkpoints), ``evaluate`` (metrics, batched prediction), ``baseline`` (least
-squares), ``matrix`` (inference matrix over two variables), ``plots``.
+squares), ``matrix`` (inference matrix over two variables), ``observed`` (a user's LOS map file with its
+units, geometry and valid pixels), ``refine`` (least squares with offset and ramp, sandwich intervals),
+``invert`` (``mode: invert``), ``synthetic_map`` (map files with a known source), ``plots``.
 """
 
 from geostudy.learners.mogi.config import MogiConfig

@@ -74,3 +74,31 @@ def fit_maps(sim: Simulator, maps: np.ndarray, bounds: str = "physical") -> tupl
     fits = [fit_map(sim, m, bounds) for m in maps]
     seconds = (time.perf_counter() - start) / max(len(maps), 1)
     return {k: np.array([f[k] for f in fits]) for k in fits[0]} if fits else {}, seconds
+
+
+def fit_observed(x_km: np.ndarray, y_km: np.ndarray, data: np.ndarray, e: np.ndarray, spec, *, half_extent_km: float,
+                 offset: bool = True, ramp: bool = True) -> dict[str, float]:
+    """The classical inversion of a user's map: least squares of source + offset + ramp from the prior medians.
+
+    The same ``least_squares`` set-up as :func:`fit_map` (trust-region reflective, 2-point Jacobian,
+    depth and ΔV bounded to the prior's ranges, the epicentre inside the map), with the nuisance terms
+    of :mod:`geostudy.learners.mogi.refine` as extra parameters starting at zero, on the valid pixels
+    ``(x_km, y_km)`` (km from the map's centre) with unit vectors ``e`` to the satellite.
+    """
+    from geostudy.learners.mogi.refine import nuisance_design
+
+    design, names = nuisance_design(x_km, y_km, offset, ramp)
+    nu = float(spec.central("nu"))
+    (d_lo, d_hi), (v_lo, v_hi) = spec.value_range("depth_km"), spec.value_range("dv_m3")
+    p0 = np.array([0.0, 0.0, spec.central("depth_km"), math.log10(spec.central("dv_m3"))] + [0.0] * len(names))
+    low = np.array([-half_extent_km, -half_extent_km, d_lo, math.log10(v_lo)] + [-np.inf] * len(names))
+    high = np.array([half_extent_km, half_extent_km, d_hi, math.log10(v_hi)] + [np.inf] * len(names))
+
+    def residual(p: np.ndarray) -> np.ndarray:
+        ux, uy, uz = mogi_displacements(x_km, y_km, p[0], p[1], p[2], 10.0 ** p[3], nu)
+        return e[0] * ux + e[1] * uy + e[2] * uz + design @ p[4:] - data
+
+    result = least_squares(residual, np.clip(p0, low, high), bounds=(low, high), x_scale="jac", method="trf")
+    p = result.x
+    return {"x0_km": float(p[0]), "y0_km": float(p[1]), "depth_km": float(p[2]), "dv_m3": float(10.0 ** p[3]),
+            **{n: float(v) for n, v in zip(names, p[4:])}}

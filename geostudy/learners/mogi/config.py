@@ -87,10 +87,81 @@ class MatrixConfig:
 
 
 @dataclass
+class NetcdfNames:
+    variable: str = "los"  # the LOS variable
+    x: str = "x"  # coordinate (dimension) names
+    y: str = "y"
+    incidence: str = "incidence"  # variables read when a geometry file is a NetCDF
+    heading: str = "heading"
+    los: list[str] = field(default_factory=lambda: ["los_east", "los_north", "los_up"])  # LOS unit-vector components
+
+
+@dataclass
+class NpyGrid:
+    spacing: float | None = None  # pixel size (m)
+    origin: list[float] | None = None  # [x, y] of the centre of pixel [0, 0] (m)
+    north_up: bool = True  # row 0 is the northernmost (image order); false: the southernmost
+
+    def validate(self, file: str | Path | None, prefix: str) -> None:
+        if self.spacing is not None:
+            check_range(self.spacing, f"{prefix}spacing", file=file, low=0, low_open=True)
+        if self.origin is not None and len(self.origin) != 2:
+            raise ConfigError(f"must be [x, y] (m), but got {self.origin!r}", file=file, key=f"{prefix}origin")
+
+
+@dataclass
+class GeometryConfig:
+    incidence_deg: float | None = None  # null: the checkpoint's data.los.incidence_deg
+    heading_deg: float | None = None  # null: the checkpoint's data.los.heading_deg
+    incidence_map: str | None = None  # per-pixel incidence (deg) on the map's grid
+    heading_map: str | None = None  # per-pixel heading (deg)
+    los_map: str | None = None  # 3 bands/components: unit vector ground -> satellite (east, north, up)
+    sign: Literal["towards", "away"] = "towards"  # positive map values: motion towards / away from the satellite
+
+    def validate(self, file: str | Path | None, prefix: str) -> None:
+        if self.incidence_deg is not None:
+            check_range(self.incidence_deg, f"{prefix}incidence_deg", file=file, low=0, high=90, high_open=True)
+        if self.heading_deg is not None:
+            check_range(self.heading_deg, f"{prefix}heading_deg", file=file, low=-360, high=360)
+        if self.los_map and (self.incidence_map or self.heading_map):
+            raise ConfigError("give either los_map or incidence_map/heading_map, not both", file=file, key=f"{prefix}los_map")
+
+
+@dataclass
+class NuisanceConfig:
+    offset: bool = True  # a constant (the reference point of relative InSAR)
+    ramp: bool = True  # a plane a·x + b·y (orbit errors)
+
+
+@dataclass
+class InvertConfig:
+    checkpoint: str | None = None
+    map: str | None = None
+    format: Literal["auto", "geotiff", "netcdf", "npy"] = "auto"
+    units: Literal["auto", "m", "cm", "mm", "m/yr", "cm/yr", "mm/yr"] = "auto"
+    band: int = 1
+    netcdf: NetcdfNames = field(default_factory=NetcdfNames)
+    grid: NpyGrid = field(default_factory=NpyGrid)
+    geometry: GeometryConfig = field(default_factory=GeometryConfig)
+    nuisance: NuisanceConfig = field(default_factory=NuisanceConfig)
+    refine: bool = True
+    level: float = 0.9
+    min_valid: int = 100
+    max_pixels: int = 600  # the refinement fits at most this many pixels (a regular subsample beyond)
+    figures: bool = True
+
+    def validate(self, file: str | Path | None, prefix: str) -> None:
+        check_range(self.band, f"{prefix}band", file=file, low=1)
+        check_range(self.level, f"{prefix}level", file=file, low=0, high=1, low_open=True, high_open=True)
+        check_range(self.min_valid, f"{prefix}min_valid", file=file, low=10)
+        check_range(self.max_pixels, f"{prefix}max_pixels", file=file, low=100)
+
+
+@dataclass
 class MogiConfig:
     learner: str = "mogi"
     seed: int = 0
-    mode: Literal["train", "matrix"] = "train"
+    mode: Literal["train", "matrix", "invert"] = "train"
     device: str = "auto"
     threads: int = 1
     data: DataConfig = field(default_factory=DataConfig)
@@ -99,6 +170,7 @@ class MogiConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     matrix: MatrixConfig = field(default_factory=MatrixConfig)
+    invert: InvertConfig = field(default_factory=InvertConfig)
 
     def validate(self, file: str | Path | None, prefix: str) -> None:
         check_range(self.threads, f"{prefix}threads", file=file, low=0)
@@ -115,6 +187,11 @@ class MogiConfig:
         if self.mode == "matrix" and not self.matrix.checkpoint:
             raise ConfigError("mode: matrix needs a checkpoint (--set matrix.checkpoint=PATH/mogi_model.pt)", file=file,
                               key=f"{prefix}matrix.checkpoint")
+        if self.mode == "invert":
+            for name, hint in (("checkpoint", "PATH/mogi_model.pt"), ("map", "FILE.tif|.nc|.npy")):
+                if not getattr(self.invert, name):
+                    raise ConfigError(f"mode: invert needs invert.{name} (--set invert.{name}={hint})", file=file,
+                                      key=f"{prefix}invert.{name}")
 
 
 def parse_config(config: Mapping[str, Any], *, file: str | Path | None = None) -> MogiConfig:

@@ -50,6 +50,10 @@ class Predictor:
         self.scalar_mean, self.scalar_std = scalar_mean, scalar_std
         self.wrapped, self.mask, self.device = wrapped, mask, device
         self._frozen: nn.Module | None = None
+        # Quantiles of truth - estimate on validation maps per target (train.QUANTILE_LEVELS), one list per
+        # amplitude bin (log-RMS input between residual_edges), once trained.
+        self.residual_quantiles: dict[str, list[list[float]]] | None = None
+        self.residual_edges: list[float] = []
 
     def freeze(self) -> Predictor:
         """Switch to an inference copy with each BatchNorm folded into its convolution (10-20 % faster).

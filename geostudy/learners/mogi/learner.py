@@ -1,4 +1,4 @@
-"""The mogi learner: ``mode: train`` trains and evaluates a network, ``mode: matrix`` maps a checkpoint."""
+"""The mogi learner: ``mode: train`` trains a network, ``matrix`` maps a checkpoint, ``invert`` inverts a map file."""
 
 from __future__ import annotations
 
@@ -37,6 +37,10 @@ class MogiLearner(Learner):
             from geostudy.learners.mogi.train import load_checkpoint
 
             check_matrix(cfg, load_checkpoint(cfg.matrix.checkpoint or "", device=cfg.device)[1])
+        elif cfg.mode == "invert":
+            from geostudy.learners.mogi.invert import prepare
+
+            prepare(cfg)
 
     def run(self, config: Mapping[str, Any], ctx: RunContext) -> RunResult:
         cfg: MogiConfig = self.parse_config(config)
@@ -45,6 +49,10 @@ class MogiLearner(Learner):
                 from geostudy.learners.mogi.matrix import run_matrix
 
                 return run_matrix(cfg, ctx)
+            if cfg.mode == "invert":
+                from geostudy.learners.mogi.invert import run_invert
+
+                return run_invert(cfg, ctx)
             return self._train(cfg, config, ctx)
 
     def _train(self, cfg: MogiConfig, config: Mapping[str, Any], ctx: RunContext) -> RunResult:

@@ -100,3 +100,33 @@ def matrix_figure(target: str, arrays: Mapping[str, np.ndarray], xs: np.ndarray,
         ax.set(xlabel=label(xvar, logs[0]), ylabel=label(yvar, logs[1]), title=title)
     fig.tight_layout()
     return fig
+
+
+def invert_figure(obs, modelled: np.ndarray, record: Mapping):
+    """Observed, modelled and residual LOS (mm) on the map's coordinates; the source and its intervals marked."""
+    import matplotlib.pyplot as plt
+
+    r = obs.raster
+    observed = np.where(np.isfinite(obs.los), obs.los, np.nan) * 1000.0
+    panels = [("observed", observed), ("modelled", modelled * 1000.0), ("residual", observed - modelled * 1000.0)]
+    v = float(np.nanquantile(np.abs(observed), 0.995)) or 1.0
+    rate = "/yr" if obs.rate else ""
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), sharex=True, sharey=True)
+    x0, y0 = record["x0"], record["y0"]
+    for ax, (title, arr) in zip(axes, panels):
+        # The residual gets its own scale: it is usually far smaller than the signal.
+        w = (float(np.nanquantile(np.abs(arr), 0.995)) or 1.0) if title == "residual" else v
+        im = ax.pcolormesh(r.x, r.y, arr, cmap="RdBu_r", vmin=-w, vmax=w, shading="nearest")
+        ax.xaxis.set_major_locator(plt.MaxNLocator(4))
+        ax.ticklabel_format(style="plain", useOffset=False)
+        fig.colorbar(im, ax=ax, shrink=0.85, label=f"LOS towards satellite (mm{rate})")
+        ax.plot([x0["estimate"]], [y0["estimate"]], marker="*", color="k", ms=12, mfc="gold")
+        if x0["low"] is not None and y0["low"] is not None:
+            ax.errorbar([x0["estimate"]], [y0["estimate"]], xerr=[[x0["estimate"] - x0["low"]], [x0["high"] - x0["estimate"]]],
+                        yerr=[[y0["estimate"] - y0["low"]], [y0["high"] - y0["estimate"]]], color="k", lw=1, capsize=3)
+        ax.set(title=title, xlabel=f"x ({r.coord_unit})", aspect="equal")
+    axes[0].set_ylabel(f"y ({r.coord_unit})")
+    d, dv = record["depth_km"]["estimate"], record["dv_m3"]["estimate"]
+    fig.suptitle(f"{record['method']}: depth {d:.2f} km, ΔV {dv:.3g} m³{rate}, RMS misfit {record['rms_misfit_mm']:.2f} mm{rate}")
+    fig.tight_layout()
+    return fig

@@ -21,7 +21,10 @@ from geostudy.learners.mogi.model import TargetTransform, build_model, in_channe
 from geostudy.nn.device import resolve_device
 from geostudy.nn.training import make_optimizer, run_epochs, seed_everything
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: + learner name and the validation residual quantiles (network intervals)
+READABLE_FORMATS = (1, 2)
+QUANTILE_LEVELS = np.linspace(0.0, 1.0, 201)  # of the validation residuals stored in a checkpoint
+AMPLITUDE_BINS = 4  # ... per quarter of the validation maps' log RMS
 
 
 def _uses_mask(sim: Simulator) -> bool:
@@ -96,6 +99,19 @@ def train_model(cfg: MogiConfig, sim: Simulator, ctx: RunContext) -> tuple[Predi
     start = time.perf_counter()
     history = run_epochs(tc.epochs, train_epoch, evaluate, ctx)
     predictor.freeze()
+    # Residuals (truth - estimate, in the network's units) on the validation maps: the network's intervals,
+    # per quarter of the maps' amplitude (the log-RMS input), since a weak pattern is harder to invert.
+    zt = transform.decode_transformed(predictor.standardised(val_maps))
+    amplitude = map_features(val_maps, wrapped, mask)[1][:, 0]
+    edges = np.quantile(amplitude, np.linspace(0.0, 1.0, AMPLITUDE_BINS + 1)[1:-1])
+    which = np.searchsorted(edges, amplitude)
+    predictor.residual_edges = edges.tolist()
+    predictor.residual_quantiles = {}
+    for i, v in enumerate(targets):
+        res = transform.transformed(v, val_values[v]) - zt[:, i]
+        predictor.residual_quantiles[v] = [
+            np.quantile(res[which == b] if (which == b).sum() >= 20 else res, QUANTILE_LEVELS).tolist()
+            for b in range(AMPLITUDE_BINS)]
     return predictor, {"val_values": val_values, "val_maps": val_maps, "history": history,
                        "train_seconds": time.perf_counter() - start}
 
@@ -104,6 +120,9 @@ def save_checkpoint(path: Path, predictor: Predictor, config: Mapping[str, Any])
     """A state dict plus everything needed to rebuild the predictor; loads with ``weights_only=True``."""
     state = {
         "format": CHECKPOINT_FORMAT,
+        "learner": "mogi",
+        "residual_quantiles": predictor.residual_quantiles,
+        "residual_edges": predictor.residual_edges,
         "state_dict": {k: v.detach().cpu() for k, v in predictor.model.state_dict().items()},
         "config": dict(config),
         "transform": predictor.transform.state(),
@@ -125,8 +144,13 @@ def load_checkpoint(path: str | Path, *, device: str = "auto", key: str = "matri
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001  (any unreadable file is the user's to fix)
         raise DataError(f"not a readable mogi checkpoint ({type(err).__name__})", file=path, key=key) from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise DataError(f"not a mogi checkpoint of format {CHECKPOINT_FORMAT}", file=path, key=key)
+    learner = state.get("config", {}).get("learner") if isinstance(state, dict) and isinstance(state.get("config"), dict) else None
+    if not isinstance(state, dict) or learner != "mogi" or state.get("learner", "mogi") != "mogi":
+        raise DataError(f"not a mogi checkpoint (its learner: {learner or 'unknown'}); train one with "
+                        "run.py --config configs/mogi.yaml", file=path, key=key)
+    if state.get("format") not in READABLE_FORMATS:
+        raise DataError(f"a mogi checkpoint of format {state.get('format')!r} (another model version); this version "
+                        f"reads formats {', '.join(map(str, READABLE_FORMATS))}: retrain", file=path, key=key)
     config = state["config"]
     cfg = parse_config(config, file=path)
     sim = Simulator(cfg.data, file=path)
@@ -138,4 +162,6 @@ def load_checkpoint(path: str | Path, *, device: str = "auto", key: str = "matri
     torch_device = resolve_device(device)
     predictor = Predictor(model.to(torch_device), transform, float(state["scalar"][0]), float(state["scalar"][1]),
                           sim.wrapped, mask, torch_device).freeze()
+    predictor.residual_quantiles = state.get("residual_quantiles")
+    predictor.residual_edges = state.get("residual_edges") or []
     return config, predictor, sim
