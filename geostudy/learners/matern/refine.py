@@ -28,6 +28,7 @@ import torch
 from scipy.stats import norm
 
 from geostudy.learners.matern.mle import field_covariance, likelihood_inputs
+from geostudy.learners.matern.scoring import bound_arrays, scoring_step
 from geostudy.learners.matern.vecchia import vecchia_fisher_scoring
 
 DIFF_STEP = 1e-4  # central-difference step in the log-parameters (the error is ~1e-8 relative)
@@ -69,8 +70,7 @@ def fisher_scoring(
         return Scored(*vecchia_fisher_scoring(coords, values, start, nu=nu, free=free, fixed=fixed, bounds=bounds,
                                               steps=steps, neighbors=vecchia_neighbors, diff_step=DIFF_STEP))
     z, dist_s, dist_t, fixed_logs = likelihood_inputs(coords, values, times, fixed)
-    lower = np.array([bounds[name][0] for name in free])
-    upper = np.array([bounds[name][1] for name in free])
+    lower, upper = bound_arrays(free, bounds)
     theta = np.clip(np.asarray(start, dtype=np.float64), lower, upper)
     m = z.shape[0]
     information = None
@@ -94,13 +94,10 @@ def fisher_scoring(
             score[i] = float(0.5 * (alpha * (d_cov @ alpha)).sum() - 0.5 * m * torch.diagonal(solved[i]).sum())
         # tr(A_i A_j) = sum of A_i * A_j^T, elementwise
         information = np.array([[float(0.5 * m * (a * b.T).sum()) for b in solved] for a in solved])
-        try:
-            delta = np.linalg.solve(information, score)
-        except np.linalg.LinAlgError:
+        stepped = scoring_step(theta, score, information, lower, upper)
+        if stepped is None:
             break
-        if not np.all(np.isfinite(delta)):
-            break
-        theta = np.clip(theta + delta, lower, upper)
+        theta = stepped
     return Scored(theta, information)
 
 

@@ -32,6 +32,7 @@ import torch
 from scipy.spatial import cKDTree
 
 from geostudy.learners.matern.covariance import matern_correlation, pairwise_distances
+from geostudy.learners.matern.scoring import bound_arrays, scoring_step
 
 DEFAULT_NEIGHBORS = 30
 JITTER = 1e-8  # relative to the variance, as the exact likelihood's (mle.field_covariance)
@@ -219,8 +220,7 @@ def vecchia_fisher_scoring(
     z, near = _ordered(z_all, struct)
     reps = z.shape[0]
     fixed_logs = {k: (math.log(v) if v > 0 else -math.inf) for k, v in fixed.items()}
-    lower = np.array([bounds[name][0] for name in free])
-    upper = np.array([bounds[name][1] for name in free])
+    lower, upper = bound_arrays(free, bounds)
     theta = np.clip(np.asarray(start, dtype=np.float64), lower, upper)
     information = None
 
@@ -249,11 +249,8 @@ def vecchia_fisher_scoring(
         cdb = [torch.einsum("nab,nb->na", c_nn, d) for d in db]
         information = np.array([[float(reps * ((db[j] * cdb[k]).sum(-1) / v + 0.5 * dv[j] * dv[k] / (v * v)).sum())
                                  for k in range(len(free))] for j in range(len(free))])
-        try:
-            delta = np.linalg.solve(information, score)
-        except np.linalg.LinAlgError:
+        stepped = scoring_step(theta, score, information, lower, upper)
+        if stepped is None:
             break
-        if not np.all(np.isfinite(delta)):
-            break
-        theta = np.clip(theta + delta, lower, upper)
+        theta = stepped
     return theta, information
