@@ -289,8 +289,9 @@ def test_bad_input_cli_exit_2_nothing_written(files: dict[str, Path], tmp_path: 
     assert issubclass(DataError, GeostudyError)
 
 
-def test_residual_covariance_fit_recovers_exponential_noise() -> None:
-    """The covariance fitted to a fit's residual (offset and ramp projected out) matches the noise's."""
+def _median_residual_covariance_fit(**settings: int) -> np.ndarray:
+    """Median (sill, length, nugget) fitted to 8 residuals of exponential noise (sill 1, length 4 px) plus
+    white noise (variance 0.49) on a 48x48 map with 10% holes, offset and ramp projected out."""
     from geostudy.learners.mogi.noise import correlated_noise
     from geostudy.learners.mogi.refine import fit_residual_covariance
 
@@ -302,8 +303,13 @@ def test_residual_covariance_fit_recovers_exponential_noise() -> None:
     for _ in range(8):
         noise = correlated_noise(rng, 1, 48, 1.0, "exponential", 4.0, 1.0)[0] + 0.7 * rng.standard_normal((48, 48))
         resid = noise[valid] - jac @ np.linalg.lstsq(jac, noise[valid], rcond=None)[0]
-        fits.append(fit_residual_covariance(jac, resid, valid, n_lengths=16, max_side=48))
-    sill, length, nugget = np.median(np.array(fits), axis=0)
+        fits.append(fit_residual_covariance(jac, resid, valid, **settings))
+    return np.median(np.array(fits), axis=0)
+
+
+def test_residual_covariance_fit_recovers_exponential_noise() -> None:
+    """The covariance fitted to a fit's residual (offset and ramp projected out) matches the noise's."""
+    sill, length, nugget = _median_residual_covariance_fit(n_lengths=16, max_side=48)
     assert sill == pytest.approx(1.0, rel=0.3) and length == pytest.approx(4.0, rel=0.35)
     assert nugget == pytest.approx(0.49, rel=0.3)
 
@@ -311,19 +317,9 @@ def test_residual_covariance_fit_recovers_exponential_noise() -> None:
 def test_residual_covariance_fit_on_a_subsample_recovers_exponential_noise() -> None:
     """As in ``mode: invert`` (``refine.COVARIANCE_SIDE``): fitted on every 3rd row and column of the
     map with as few candidate lengths, the length comes back in pixels of the full map and the variance is kept."""
-    from geostudy.learners.mogi.noise import correlated_noise
-    from geostudy.learners.mogi.refine import COVARIANCE_LENGTHS, COVARIANCE_SIDE, fit_residual_covariance
+    from geostudy.learners.mogi.refine import COVARIANCE_LENGTHS, COVARIANCE_SIDE
 
-    rng = np.random.default_rng(0)
-    gx, gy = np.meshgrid(np.arange(48.0), np.arange(48.0))
-    valid = rng.random((48, 48)) > 0.1
-    jac = np.stack([np.ones(valid.sum()), gx[valid], gy[valid]], axis=1)
-    fits = []
-    for _ in range(8):
-        noise = correlated_noise(rng, 1, 48, 1.0, "exponential", 4.0, 1.0)[0] + 0.7 * rng.standard_normal((48, 48))
-        resid = noise[valid] - jac @ np.linalg.lstsq(jac, noise[valid], rcond=None)[0]
-        fits.append(fit_residual_covariance(jac, resid, valid, max_side=COVARIANCE_SIDE, n_lengths=COVARIANCE_LENGTHS))
-    sill, length, nugget = np.median(np.array(fits), axis=0)
+    sill, length, nugget = _median_residual_covariance_fit(max_side=COVARIANCE_SIDE, n_lengths=COVARIANCE_LENGTHS)
     assert COVARIANCE_SIDE == 16  # 48 pixels a side: a stride of 3
     assert sill == pytest.approx(1.0, rel=0.3) and length == pytest.approx(4.0, rel=0.35)
     assert sill + nugget == pytest.approx(1.49, rel=0.2)
