@@ -331,3 +331,118 @@ def test_netcdf_without_coordinate_values_is_refused(tmp_path: Path) -> None:
     xr.Dataset({"los": (("y", "x"), np.zeros((4, 5)))}).to_netcdf(tmp_path / "bare.nc")
     with pytest.raises(DataError, match="'x' has no coordinate values"):
         read_netcdf(tmp_path / "bare.nc", "los", key="invert.map")
+
+
+# ------------------------------------------------------------------- speed-ups that must not change results
+
+
+def _textbook_lm(x: np.ndarray, y: np.ndarray, data: np.ndarray, e: np.ndarray, start: dict[str, float],
+                 max_iter: int = 12, tol: float = 1e-6) -> tuple[np.ndarray, np.ndarray, int]:
+    """The Levenberg–Marquardt of ``refine`` written plainly: residual and Jacobian at every trial step."""
+    from geostudy.learners.mogi.refine import nuisance_design
+
+    design, _ = nuisance_design(x, y, True, True)
+    p = np.concatenate([start_vector(start), np.zeros(design.shape[1])])
+
+    def evaluate(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ux, uy, uz = mogi_displacements(x, y, p[0], p[1], math.exp(p[2]), 10.0 ** p[3], 0.25)
+        jac = np.empty((len(x), 4))
+        for k in range(4):  # central differences: independent of refine's analytic Jacobian
+            h = np.zeros(len(p))
+            h[k] = 1e-7
+            plus = mogi_displacements(x, y, *(p + h)[:2], math.exp((p + h)[2]), 10.0 ** (p + h)[3], 0.25)
+            minus = mogi_displacements(x, y, *(p - h)[:2], math.exp((p - h)[2]), 10.0 ** (p - h)[3], 0.25)
+            jac[:, k] = (e @ np.stack(plus) - e @ np.stack(minus)) / 2e-7
+        return e @ np.stack([ux, uy, uz]) + design @ p[4:] - data, np.hstack([jac, design])
+
+    r, jac = evaluate(p)
+    cost, lam, rejected = float(r @ r), 1e-3, 0
+    for _ in range(max_iter):
+        a = jac.T @ jac
+        step = np.linalg.solve(a + lam * np.diag(np.maximum(np.diag(a), 1e-30)), -jac.T @ r)
+        r_new, jac_new = evaluate(p + step)
+        cost_new = float(r_new @ r_new)
+        if cost_new <= cost:
+            done = cost - cost_new <= tol * cost
+            p, r, jac, cost, lam = p + step, r_new, jac_new, cost_new, max(lam / 3.0, 1e-12)
+            if done:
+                break
+        else:
+            lam, rejected = lam * 4.0, rejected + 1
+    return p, -r, rejected
+
+
+def test_lm_without_jacobians_at_rejected_steps_gives_the_textbook_result() -> None:
+    """``fit_source`` computes the Jacobian only at accepted steps, from the residual's intermediates: on a
+    noisy hand-made case whose start makes Levenberg–Marquardt reject steps it ends where the plain
+    algorithm (every trial evaluated in full, a finite-difference Jacobian) ends."""
+    gx, gy = np.meshgrid(np.linspace(-20, 20, 41), np.linspace(-15, 15, 31))
+    x, y = gx.ravel(), gy.ravel()
+    e = los_vector(34.0, -10.0)
+    ux, uy, uz = mogi_displacements(x, y, 1.0, -2.0, 3.0, 5.0e6, 0.25)
+    data = project_los(ux, uy, uz, 34.0, -10.0) + 0.01 + 0.002 * x + 0.003 * np.random.default_rng(3).standard_normal(x.size)
+    start = {"x0_km": 6.0, "y0_km": 5.0, "depth_km": 9.0, "dv_m3": 1.0e8}
+    p, resid, rejected = _textbook_lm(x, y, data, e, start)
+    assert rejected >= 3  # the case exercises rejected steps
+    fit = fit_source(x, y, data, e, start, {}, offset=True, ramp=True)
+    np.testing.assert_allclose(fit.p, p, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(fit.residual, resid, rtol=0, atol=1e-9)
+    assert fit.source == pytest.approx({"x0_km": 1.0, "y0_km": -2.0, "depth_km": 3.0, "dv_m3": 5.0e6}, rel=0.05, abs=0.05)
+    # the LOS of refine's model is the closed form's, with one unit vector or one per point
+    per_point = np.repeat(e[:, None], len(x), axis=1)
+    for vectors in (e, per_point):
+        np.testing.assert_allclose(source_los(fit.p[:4], x, y, vectors, 0.25)[0],
+                                   e @ np.stack(mogi_displacements(x, y, fit.p[0], fit.p[1], math.exp(fit.p[2]),
+                                                                   10.0 ** fit.p[3], 0.25)), rtol=1e-12, atol=1e-15)
+
+
+def test_window_and_peak_smoothing_match_ndimage() -> None:
+    """The network's window (bilinear, NaN-aware, by per-axis interpolation) and the peak's Gaussian
+    smoothing (by two small matrix products) are ``ndimage.map_coordinates(order=1, mode="constant")``
+    and ``ndimage.gaussian_filter(mode="constant")``, also for window pixels on the map's edge."""
+    from scipy import ndimage
+
+    from geostudy.learners.mogi.forward import grid_coords
+    from geostudy.learners.mogi.invert import _smooth, window
+    from geostudy.learners.mogi.observed import ObservedMap
+
+    rng = np.random.default_rng(5)
+    for ny, nx, spacing, centre in ((85, 85, 0.9375, (3.1, -7.4)), (40, 57, 1.0, (0.0, 0.5)), (30, 30, 2.0, (-25.0, 20.0))):
+        obs = ObservedMap.__new__(ObservedMap)
+        obs.x_km, obs.y_km = (np.arange(nx) - (nx - 1) / 2) * spacing, (np.arange(ny) - (ny - 1) / 2) * spacing
+        field = rng.standard_normal((ny, nx))
+        field[rng.random((ny, nx)) < 0.15] = np.nan
+        valid = np.isfinite(field)
+        filled, w = np.where(valid, field, 0.0), valid.astype(float)
+        for sigma in (0.8, 3.2):
+            num, den = ndimage.gaussian_filter(np.stack([filled, w]), (0.0, sigma, sigma), mode="constant")
+            ours = _smooth(field, valid, sigma)
+            np.testing.assert_allclose(ours[1], np.clip(den, 0, 1), atol=1e-12)
+            np.testing.assert_allclose(ours[0], np.where(den > 1e-6, num / np.where(den > 1e-6, den, 1.0), 0.0), atol=1e-10)
+        n, extent = 64, 40.0
+        gx, gy = grid_coords(n, extent)
+        coords = np.stack([(gy + centre[1] - obs.y_km[0]) / spacing, (gx + centre[0] - obs.x_km[0]) / spacing])
+        num = ndimage.map_coordinates(filled * w, coords, order=1, mode="constant", cval=0.0)
+        den = ndimage.map_coordinates(w, coords, order=1, mode="constant", cval=0.0)
+        expected = np.where(den >= 0.5, num / np.where(den > 0, den, 1.0), np.nan)
+        ours_window = window(obs, field, centre, n, extent)
+        assert np.array_equal(np.isnan(ours_window), np.isnan(expected))
+        np.testing.assert_allclose(ours_window, expected, atol=1e-12)
+
+
+def test_network_on_features_computed_once_matches_predict(checkpoint: Path) -> None:
+    """``invert_map`` computes the window's features once (for the net and the amplitude bin):
+    ``predict_features`` of them is ``predict`` of the window, with and without the folded network."""
+    from geostudy.learners.mogi.model import map_features
+    from geostudy.learners.mogi.train import load_checkpoint
+
+    _, predictor, sim = load_checkpoint(checkpoint)
+    maps = sim.draw(np.random.default_rng(0), 3, "train")[1].astype(np.float64)
+    maps[:, :3, :5] = np.nan
+    for frozen in (predictor._frozen, None):
+        predictor._frozen = frozen
+        direct = predictor.predict(maps)
+        for i in range(len(maps)):
+            once = predictor.predict_features(*map_features(maps[i:i + 1], predictor.wrapped, predictor.mask))
+            for var in direct:
+                assert once[var][0] == pytest.approx(direct[var][i], rel=1e-6)

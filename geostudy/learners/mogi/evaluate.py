@@ -65,7 +65,7 @@ class Predictor:
             import torch.fx.experimental.optimization as fx_opt
 
         self.model.eval()
-        self._frozen = fx_opt.fuse(self.model)
+        self._frozen = fx_opt.fuse(self.model).eval()
         return self
 
     def inputs(self, maps: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,20 +73,35 @@ class Predictor:
         s = (s - self.scalar_mean) / self.scalar_std
         return torch.from_numpy(x), torch.from_numpy(s.astype(np.float32))
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def standardised(self, maps: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-        self.model.eval()
-        net = self._frozen if self._frozen is not None else self.model
-        outs = []
-        for start in range(0, len(maps), batch_size):
-            x, s = self.inputs(maps[start:start + batch_size])
-            outs.append(net(x.to(self.device), s.to(self.device)).float().cpu().numpy())
+        outs = [self.standardised_features(*map_features(maps[start:start + batch_size], self.wrapped, self.mask))
+                for start in range(0, len(maps), batch_size)]
         return np.concatenate(outs) if outs else np.zeros((0, len(self.transform.targets)), np.float32)
+
+    @torch.inference_mode()
+    def standardised_features(self, x: np.ndarray, scalar: np.ndarray) -> np.ndarray:
+        """Standardised outputs of :func:`~geostudy.learners.mogi.model.map_features`' channels and raw scalar."""
+        if self._frozen is not None:
+            net = self._frozen  # in eval mode since :meth:`freeze`; ``eval()`` on every call costs more than the net
+        else:
+            self.model.eval()
+            net = self.model
+        s = ((scalar - self.scalar_mean) / self.scalar_std).astype(np.float32)
+        return net(torch.from_numpy(x).to(self.device), torch.from_numpy(s).to(self.device)).float().cpu().numpy()
 
     def predict(self, maps: np.ndarray, batch_size: int = 1024) -> dict[str, np.ndarray]:
         """Physical estimates per target (km, m³, ...)."""
-        z = self.transform.decode_transformed(self.standardised(maps, batch_size))
-        return {v: TargetTransform.physical(v, z[:, i]) for i, v in enumerate(self.transform.targets)}
+        return self.physical(self.standardised(maps, batch_size))
+
+    def predict_features(self, x: np.ndarray, scalar: np.ndarray) -> dict[str, np.ndarray]:
+        """:meth:`predict` of inputs already through :func:`~geostudy.learners.mogi.model.map_features` (one batch)."""
+        return self.physical(self.standardised_features(x, scalar))
+
+    def physical(self, z: np.ndarray) -> dict[str, np.ndarray]:
+        """Standardised outputs ``(B, T)`` -> physical estimates per target."""
+        t = self.transform.decode_transformed(z)
+        return {v: TargetTransform.physical(v, t[:, i]) for i, v in enumerate(self.transform.targets)}
 
     def seconds_per_map(self, maps: np.ndarray, batch_size: int = 1024) -> float:
         """Wall time per map of batched inference (input transform included), best of three passes."""

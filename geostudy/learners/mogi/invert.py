@@ -29,6 +29,7 @@ the map's grid and coordinates) and ``figures/invert_maps.png``.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -37,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from geostudy.errors import ConfigError, DataError
 from geostudy.io.grid import sha256, write_netcdf
@@ -49,18 +49,17 @@ from geostudy.learners.mogi.forward import grid_coords
 from geostudy.learners.mogi.model import TargetTransform, map_features
 from geostudy.learners.mogi.observed import ObservedMap, read_observed
 from geostudy.learners.mogi.refine import (
+    SourceModel,
     fit_source,
     intervals,
     nuisance_design,
     sandwich_covariance,
     sharper,
-    source_los,
     start_vector,
     white_covariance,
 )
 from geostudy.learners.mogi.train import QUANTILE_LEVELS, load_checkpoint
 
-NETWORK_PASSES = 1
 SHARPER = 0.5  # the fit replaces the network's estimate when its depth and ΔV are this much tighter (sd ratio)
 PEAK_SMOOTHING = 0.6  # x the prior's median depth: the Gaussian (km) the peak is searched on
 
@@ -78,26 +77,56 @@ def prepare(cfg: MogiConfig) -> tuple[Predictor, Simulator, ObservedMap]:
     return predictor, sim, read_observed(inv, sim.cfg.los)
 
 
+@functools.lru_cache(maxsize=16)
+def _gaussian_matrix(n: int, sigma: float) -> np.ndarray:
+    """``(n, n)`` matrix of a 1-D Gaussian filter (``ndimage.gaussian_filter1d``'s kernel, truncated at 4 sigma,
+    zero beyond the edges), so that a 2-D smoothing is two small matrix products (cached: read only)."""
+    radius = int(4.0 * sigma + 0.5)
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps /= taps.sum()
+    offset = np.arange(n)[None, :] - np.arange(n)[:, None]  # column - row
+    inside = np.abs(offset) <= radius
+    return np.where(inside, taps[np.clip(offset + radius, 0, 2 * radius)], 0.0)
+
+
 def _smooth(values: np.ndarray, valid: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
     """NaN-aware Gaussian smoothing: the smoothed values and the smoothed weight of valid pixels."""
     filled = np.where(valid, values, 0.0)
     w = valid.astype(np.float64)
     if sigma <= 0.3:
         return filled, w
-    num, den = ndimage.gaussian_filter(np.stack([filled, w]), (0.0, sigma, sigma), mode="constant")  # one call for both
+    gy, gx = _gaussian_matrix(values.shape[0], float(sigma)), _gaussian_matrix(values.shape[1], float(sigma))
+    num, den = gy @ np.stack([filled, w]) @ gx.T  # both fields in one pair of products
     return np.where(den > 1e-6, num / np.where(den > 1e-6, den, 1.0), 0.0) * (den > 1e-6), np.clip(den, 0.0, 1.0)
 
 
+def _interpolate(a: np.ndarray, coords: np.ndarray, axis: int) -> np.ndarray:
+    """Linear interpolation of ``a`` along ``axis`` at fractional indices ``coords``; a point outside
+    ``[0, n - 1]`` is 0 (as ``ndimage.map_coordinates(order=1, mode="constant")``, one axis at a time)."""
+    n = a.shape[axis]
+    inside = (coords >= 0) & (coords <= n - 1)
+    low = np.clip(np.floor(coords), 0, n - 1).astype(int)
+    high = np.minimum(low + 1, n - 1)
+    frac = np.where(inside, coords - low, 0.0)
+    shape = [1] * a.ndim
+    shape[axis] = len(coords)
+    w_low, w_high = (np.where(inside, 1.0 - frac, 0.0).reshape(shape), np.where(high > low, frac, 0.0).reshape(shape))
+    return np.take(a, low, axis=axis) * w_low + np.take(a, high, axis=axis) * w_high
+
+
 def window(obs: ObservedMap, field: np.ndarray, centre_km: tuple[float, float], n: int, extent_km: float) -> np.ndarray:
-    """``field`` (on the map's grid) resampled onto the training grid centred at ``centre_km``; NaN = hole."""
+    """``field`` (on the map's grid) resampled onto the training grid centred at ``centre_km``; NaN = hole.
+
+    Bilinear and NaN-aware: values and valid weight are interpolated alike (a regular grid: along rows,
+    then along columns) and a window pixel is a hole where under half of its weight is valid.
+    """
     valid = np.isfinite(field)
     ratio = (extent_km / n) / obs.spacing_km
     smooth, weight = _smooth(field, valid, 0.4 * ratio if ratio > 1.3 else 0.0)
-    gx, gy = grid_coords(n, extent_km)
+    axis = grid_coords(n, extent_km)[0][0]
     s = obs.spacing_km
-    coords = np.stack([(gy + centre_km[1] - obs.y_km[0]) / s, (gx + centre_km[0] - obs.x_km[0]) / s])
-    num = ndimage.map_coordinates(smooth * weight, coords, order=1, mode="constant", cval=0.0)
-    den = ndimage.map_coordinates(weight, coords, order=1, mode="constant", cval=0.0)
+    both = _interpolate(np.stack([smooth * weight, weight]), (axis + centre_km[1] - obs.y_km[0]) / s, 1)
+    num, den = _interpolate(both, (axis + centre_km[0] - obs.x_km[0]) / s, 2)
     return np.where(den >= 0.5, num / np.where(den > 0, den, 1.0), np.nan)
 
 
@@ -140,20 +169,19 @@ def _points(obs: ObservedMap, stride: int = 1) -> tuple[np.ndarray, np.ndarray, 
 
 class _MapGrid:
     """What every step of one inversion needs of the map's grid, computed once: pixel coordinates (km),
-    the nuisance design and its pseudo-inverse on the valid pixels (the offset/ramp fit is linear, so
-    each of its fits is one product)."""
+    the nuisance design and its normal equations on the valid pixels (the offset/ramp fit is linear,
+    so each of its fits is one product and a k x k solve)."""
 
-    def __init__(self, obs: ObservedMap, inv: InvertConfig) -> None:
-        gx, gy = np.meshgrid(obs.x_km, obs.y_km)
-        self.shape = gx.shape
-        self.x, self.y = gx.ravel(), gy.ravel()
+    def __init__(self, obs: ObservedMap, inv: InvertConfig, nu: float) -> None:
+        self.shape = (len(obs.y_km), len(obs.x_km))
+        self.x, self.y = np.tile(obs.x_km, self.shape[0]), np.repeat(obs.y_km, self.shape[1])  # flat rows, as meshgrid
         self.valid = np.isfinite(obs.los).ravel()
         self.los = obs.los.ravel()
         self.design, self.names = nuisance_design(self.x, self.y, inv.nuisance.offset, inv.nuisance.ramp)
-        d = self.design[self.valid]
-        # normal equations: a handful of well-scaled columns (x, y in km from the centre), cheaper than an SVD
-        self.pinv = np.linalg.solve(d.T @ d, d.T) if self.names else np.zeros((0, int(self.valid.sum())))
-        self.e = obs.e.reshape(3, -1) if obs.e.ndim == 3 else obs.e
+        # invalid rows weighted 0 rather than indexed out: no copy of the design per fit
+        self.weighted = self.design * self.valid[:, None]
+        self.normal = self.weighted.T @ self.design  # a handful of well-scaled columns (x, y in km from the centre)
+        self.model = SourceModel(self.x, self.y, obs.e.reshape(3, -1) if obs.e.ndim == 3 else obs.e, nu)
 
     def nuisance_field(self, nuisance: dict[str, float]) -> np.ndarray:
         """Offset + ramp on the whole grid (flat)."""
@@ -161,11 +189,14 @@ class _MapGrid:
 
     def fit_nuisance(self, resid: np.ndarray) -> dict[str, float]:
         """Least-squares offset and ramp of a flat field over the valid pixels."""
-        return dict(zip(self.names, (self.pinv @ resid[self.valid]).tolist()))
+        if not self.names:
+            return {}
+        rhs = self.weighted.T @ np.where(self.valid, resid, 0.0)
+        return dict(zip(self.names, np.linalg.solve(self.normal, rhs).tolist()))
 
-    def source(self, p: np.ndarray, nu: float) -> np.ndarray:
+    def source(self, p: np.ndarray) -> np.ndarray:
         """LOS of the source ``p`` (as in :mod:`refine`) on the whole grid (flat)."""
-        return source_los(p, self.x, self.y, self.e, nu)[0]
+        return self.model.los(p)
 
 
 def network_intervals(predictor: Predictor, est: dict[str, float], level: float,
@@ -196,32 +227,21 @@ def invert_map(predictor: Predictor, sim: Simulator, obs: ObservedMap, inv: Inve
     """The network's estimate, then (``inv.refine``) least squares from it; see the module docstring."""
     start = time.perf_counter()
     grid, nu = sim.cfg.grid, float(sim.spec.central("nu"))
-    g = _MapGrid(obs, inv)
-    nuisance = g.fit_nuisance(g.los)
-    best: tuple[float, dict[str, float], dict[str, float], tuple[float, float]] = (math.inf, {}, nuisance, (0.0, 0.0))
-    best_amplitude = 0.0
-    for _ in range(NETWORK_PASSES):
-        field = (g.los - g.nuisance_field(nuisance)).reshape(g.shape)
-        centre = peak(obs, field, PEAK_SMOOTHING * float(sim.spec.central("depth_km")))
-        win = window(obs, field, centre, grid.n, grid.extent_km)[None]
-        pred = predictor.predict(win)
-        amplitude = float(map_features(win, False, predictor.mask)[1][0, 0])
-        guess = {v: float(pred[v][0]) for v in pred}
-        guess["x0_km"] = centre[0] + guess.get("x0_km", 0.0)
-        guess["y0_km"] = centre[1] + guess.get("y0_km", 0.0)
-        source = g.source(start_vector(guess), nu)
-        pass_nuisance = g.fit_nuisance(g.los - source)
-        misfit = float(np.nanmean((g.los - source - g.nuisance_field(pass_nuisance)) ** 2))
-        if misfit < best[0]:  # a pass whose source does not explain the map better leaves the previous one
-            best = (misfit, guess, pass_nuisance, centre)
-            best_amplitude = amplitude
-            nuisance = pass_nuisance
-    _, est, nuisance, centre = best
-    net = {v: est[v] for v in ("x0_km", "y0_km", "depth_km", "dv_m3")}
-    net_int = network_intervals(predictor, est, inv.level, best_amplitude)
+    g = _MapGrid(obs, inv, nu)
+    field = (g.los - g.nuisance_field(g.fit_nuisance(g.los))).reshape(g.shape)  # the map less its plane
+    centre = peak(obs, field, PEAK_SMOOTHING * float(sim.spec.central("depth_km")))
+    win = window(obs, field, centre, grid.n, grid.extent_km)[None]
+    features, scalar = map_features(win, False, predictor.mask)  # once for the net and the amplitude (not wrapped: prepare)
+    pred = predictor.predict_features(features, scalar)
+    guess = {v: float(pred[v][0]) for v in pred}
+    net = {"x0_km": centre[0] + guess.get("x0_km", 0.0), "y0_km": centre[1] + guess.get("y0_km", 0.0),
+           "depth_km": guess["depth_km"], "dv_m3": guess["dv_m3"]}
+    net_int = network_intervals(predictor, {**guess, **net}, inv.level, float(scalar[0, 0]))
     p = start_vector(net)
-    result_int: dict[str, tuple[float, float] | None] = dict(net_int)
-    fitted = int(np.isfinite(obs.los).sum())
+    source = g.source(p)
+    nuisance = g.fit_nuisance(g.los - source)  # the plane under the network's source (the refinement starts there)
+    est, result_int = net, dict(net_int)
+    fitted = int(g.valid.sum())
     used = False
     if inv.refine:
         stride = max(1, math.ceil(math.sqrt(fitted / inv.max_pixels)))
@@ -234,7 +254,8 @@ def invert_map(predictor: Predictor, sim: Simulator, obs: ObservedMap, inv: Inve
                 p, nuisance, fitted, used = fit.p[:4], fit.nuisance, len(data), True
                 result_int = dict(intervals(fit.p, cov, inv.level))
                 est = fit.source
-    modelled = (g.source(p, nu) + g.nuisance_field(nuisance)).reshape(g.shape)
+                source = g.source(p)
+    modelled = (source + g.nuisance_field(nuisance)).reshape(g.shape)
     return Inversion(net, net_int, {v: est[v] for v in net}, result_int, nuisance, modelled, centre, fitted,
                      time.perf_counter() - start, used)
 

@@ -31,7 +31,6 @@ import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import cast
 
 import numpy as np
 import scipy.fft as sfft
@@ -40,7 +39,7 @@ from scipy.stats import norm
 SOURCE = ("x0_km", "y0_km", "depth_km", "dv_m3")
 NUISANCE = ("offset", "ramp_x", "ramp_y")
 COVARIANCE_SIDE = 16  # the residual covariance is fitted on a subsample of at most this many pixels a side (speed)
-COVARIANCE_LENGTHS = 6  # candidate correlation lengths (geometric, 0.3 px to half the subsample's side)
+COVARIANCE_LENGTHS = 5  # candidate correlation lengths (geometric, 0.3 px to half the subsample's side)
 
 
 def nuisance_design(x_km: np.ndarray, y_km: np.ndarray, offset: bool, ramp: bool) -> tuple[np.ndarray, list[str]]:
@@ -55,27 +54,63 @@ def nuisance_design(x_km: np.ndarray, y_km: np.ndarray, offset: bool, ramp: bool
     return (np.stack(cols, axis=1) if cols else np.zeros((len(x_km), 0))), names
 
 
+class SourceModel:
+    """LOS of a source at fixed points, the Jacobian from the same intermediates (one fit evaluates many
+    ``p`` at the same points: coordinates in metres and, for one unit vector, ``e_E x + e_N y`` are
+    computed once)."""
+
+    def __init__(self, x_km: np.ndarray, y_km: np.ndarray, e: np.ndarray, nu: float) -> None:
+        self.xm, self.ym = x_km * 1000.0, y_km * 1000.0
+        self.e, self.k = e, (1.0 - nu) / math.pi
+        self.base = e[0] * self.xm + e[1] * self.ym if e.ndim == 1 else None
+        self._last: tuple[np.ndarray, np.ndarray, float, np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def los(self, p: np.ndarray) -> np.ndarray:
+        """LOS (m) of the source ``p = (x0, y0, ln depth, log10 ΔV)``; kept for :meth:`jacobian`."""
+        x0, y0 = float(p[0]) * 1000.0, float(p[1]) * 1000.0
+        d = math.exp(float(p[2])) * 1000.0
+        X, Y = self.xm - x0, self.ym - y0
+        r2 = X * X
+        r2 += Y * Y  # in place (small arrays, many calls: allocations count), the same sums in the same order
+        r2 += d * d
+        c = np.sqrt(r2)
+        c *= r2
+        np.divide(self.k * 10.0 ** float(p[3]), c, out=c)  # (1 - ν) ΔV / (π R³)
+        e = self.e
+        if self.base is not None:  # e · (X, Y, D) with one e: a shift of the precomputed e_E x + e_N y
+            g = self.base - (float(e[0]) * x0 + float(e[1]) * y0)
+            g += float(e[2]) * d
+        else:
+            g = e[0] * X + e[1] * Y + e[2] * d
+        los = c * g
+        self._last = (X, Y, d, r2, c, los)
+        return los
+
+    def jacobian(self, extra: np.ndarray | None = None) -> np.ndarray:
+        """``(N, 4)`` derivatives of the last :meth:`los` by x0, y0 (per km), ln depth and log10 ΔV, then the
+        columns ``extra.T`` (``extra``: ``(k, N)``); a transposed view of a row-major ``(4 + k, N)`` array
+        (rows are written and read contiguously, ``JᵀJ`` is one BLAS call on them)."""
+        if self._last is None:
+            raise RuntimeError("SourceModel.jacobian() needs a los() first")
+        X, Y, d, r2, c, los = self._last
+        e = self.e
+        a = 3.0 * los / r2
+        rows = np.empty((4 + (0 if extra is None else len(extra)), len(los)))
+        rows[0] = (a * X - c * e[0]) * 1000.0  # per km of x0
+        rows[1] = (a * Y - c * e[1]) * 1000.0
+        rows[2] = (c * e[2] - a * d) * d  # d/d ln D = D d/dD
+        rows[3] = los * math.log(10.0)
+        if extra is not None:
+            rows[4:] = extra
+        return rows.T
+
+
 def source_los(p: np.ndarray, x_km: np.ndarray, y_km: np.ndarray, e: np.ndarray, nu: float,
                jacobian: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """LOS (m) of the source ``p = (x0, y0, ln depth, log10 ΔV)`` at points; with its ``(N, 4)`` Jacobian."""
-    x0, y0, ln_d, log_dv = (float(v) for v in p)
-    d, dv = math.exp(ln_d), 10.0 ** log_dv
-    X, Y, D = (x_km - x0) * 1000.0, (y_km - y0) * 1000.0, d * 1000.0
-    r2 = X * X + Y * Y + D * D
-    c = (1.0 - nu) * dv / (math.pi * r2 * np.sqrt(r2))
-    eE, eN, eU = e[0], e[1], e[2]
-    g = eE * X + eN * Y + eU * D
-    los = c * g
-    if not jacobian:
-        return los, None
-    a = 3.0 * los / r2
-    jac = np.stack([
-        (a * X - c * eE) * 1000.0,  # per km of x0
-        (a * Y - c * eN) * 1000.0,
-        (-a * D + c * eU) * D,  # d/d ln D = D d/dD
-        los * math.log(10.0),
-    ], axis=1)
-    return los, jac
+    model = SourceModel(x_km, y_km, e, nu)
+    los = model.los(p)
+    return los, (model.jacobian() if jacobian else None)
 
 
 @dataclass
@@ -87,6 +122,7 @@ class FitResult:
     residual: np.ndarray  # data − model at the fitted points
     jac: np.ndarray
     nfev: int
+    converged: bool  # False: stopped after the most steps allowed (or at a hopeless damping), still moving
 
     @property
     def source(self) -> dict[str, float]:
@@ -114,31 +150,37 @@ def fit_source(x_km: np.ndarray, y_km: np.ndarray, data: np.ndarray, e: np.ndarr
     """
     design, nnames = nuisance_design(x_km, y_km, offset, ramp)
     p0 = np.concatenate([start_vector(start), [nuisance_start.get(n, 0.0) for n in nnames]])
+    model = SourceModel(x_km, y_km, e, nu)
+    design_rows = np.ascontiguousarray(design.T)
 
-    def evaluate(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        los, jac = source_los(p[:4], x_km, y_km, e, nu, jacobian=True)
-        return los + design @ p[4:] - data, np.hstack([cast(np.ndarray, jac), design])
+    def residual(p: np.ndarray) -> np.ndarray:
+        return model.los(p[:4]) + design @ p[4:] - data
 
-    p, r, jac, nfev = levenberg_marquardt(evaluate, p0)
-    return FitResult(p, list(SOURCE) + nnames, -r, jac, nfev)
+    def jacobian() -> np.ndarray:
+        return model.jacobian(design_rows)
+
+    p, r, jac, nfev, converged = levenberg_marquardt(residual, jacobian, p0)
+    return FitResult(p, list(SOURCE) + nnames, -r, jac, nfev, converged)
 
 
-def levenberg_marquardt(evaluate: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], p0: np.ndarray,
-                        max_iter: int = 12, tol: float = 1e-6) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Minimise ``|r(p)|²`` with Marquardt's scaled damping; ``evaluate`` gives the residual and its Jacobian at once.
+def levenberg_marquardt(residual: Callable[[np.ndarray], np.ndarray], jacobian: Callable[[], np.ndarray],
+                        p0: np.ndarray, max_iter: int = 12,
+                        tol: float = 1e-6) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, bool]:
+    """Minimise ``|r(p)|²`` with Marquardt's scaled damping; ``jacobian()`` is that of the last ``residual(p)``.
 
     A few lines of numpy rather than ``scipy.optimize.least_squares``: from the network's start it
-    converges in a handful of steps, and computing the residual and the analytic Jacobian together
-    halves the forward-model calls that MINPACK makes. It stops when the cost falls by less than
-    ``tol`` (relative; 1e-6 moves the estimate by a few hundredths of its standard deviation) or
-    after ``max_iter`` steps: a fit still wandering then is one that ``mode: invert`` leaves out
-    (implausible, or not sharper than the network).
+    converges in a handful of steps, with the analytic Jacobian computed from the residual's own
+    intermediates and only at accepted steps (a rejected step only raises the damping). It stops
+    when the cost falls by less than ``tol`` (relative; 1e-6 moves the estimate by a few hundredths
+    of its standard deviation) or after ``max_iter`` steps: a fit still wandering then is one that
+    ``mode: invert`` leaves out (implausible, or not sharper than the network).
 
     Returns:
-        ``(p, residual, jacobian, evaluations)`` at the solution.
+        ``(p, residual, jacobian, evaluations, converged)`` at the solution.
     """
     p = np.asarray(p0, dtype=np.float64)
-    r, jac = evaluate(p)
+    r = residual(p)
+    jac = jacobian()
     cost, lam, nfev = float(r @ r), 1e-3, 1
     for _ in range(max_iter):
         a, g = jac.T @ jac, jac.T @ r
@@ -149,20 +191,20 @@ def levenberg_marquardt(evaluate: Callable[[np.ndarray], tuple[np.ndarray, np.nd
             lam *= 10.0
             continue
         p_new = p + step
-        r_new, jac_new = evaluate(p_new)
+        r_new = residual(p_new)
         nfev += 1
         cost_new = float(r_new @ r_new)
         if np.isfinite(cost_new) and cost_new <= cost:
-            done = cost - cost_new <= tol * cost or np.all(np.abs(step) <= 1e-7 * (np.abs(p) + 1e-7))
-            p, r, jac, cost = p_new, r_new, jac_new, cost_new
+            done = cost - cost_new <= tol * cost or bool(np.all(np.abs(step) <= 1e-7 * (np.abs(p) + 1e-7)))
+            p, r, jac, cost = p_new, r_new, jacobian(), cost_new
             lam = max(lam / 3.0, 1e-12)
             if done:
-                break
+                return p, r, jac, nfev, True
         else:
             lam *= 4.0
             if lam > 1e12:
                 break
-    return p, r, jac, nfev
+    return p, r, jac, nfev, False
 
 
 def _padded(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -279,12 +321,22 @@ def residual_kernel(jac: np.ndarray, resid: np.ndarray, valid: np.ndarray) -> np
     return np.clip(sfft.rfft2(cov).real, 0.0, None)
 
 
+def _inverse(a: np.ndarray) -> np.ndarray:
+    """Inverse of a small normal matrix ``JᵀJ``; the pseudo-inverse (an SVD, several times slower) only
+    where it is singular."""
+    try:
+        out = np.linalg.inv(a)
+    except np.linalg.LinAlgError:
+        return np.linalg.pinv(a)
+    return out if np.isfinite(out).all() else np.linalg.pinv(a)
+
+
 def white_covariance(jac: np.ndarray, resid: np.ndarray) -> np.ndarray:
     """``s² (JᵀJ)⁻¹``: the covariance if the noise were white. Positively correlated noise (the
     atmosphere) only widens it, so a fit that is not sharp enough even by this one is not worth the
     sandwich (:func:`sandwich_covariance`)."""
     dof = max(len(resid) - jac.shape[1], 1)
-    return float(resid @ resid) / dof * np.linalg.pinv(jac.T @ jac)
+    return float(resid @ resid) / dof * _inverse(jac.T @ jac)
 
 
 def sandwich_covariance(jac: np.ndarray, resid: np.ndarray, valid: np.ndarray, kernel: np.ndarray | None = None) -> np.ndarray:
@@ -298,13 +350,19 @@ def sandwich_covariance(jac: np.ndarray, resid: np.ndarray, valid: np.ndarray, k
     cj = sfft.irfft2(sfft.rfft2(images, shape) * kernel, shape)[:, :ny, :nx][:, valid]  # Ĉ J, column by column
     meat = jac.T @ cj.T
     meat = 0.5 * (meat + meat.T)
-    bread = np.linalg.pinv(jac.T @ jac)
+    bread = _inverse(jac.T @ jac)
     return bread @ meat @ bread
+
+
+@functools.lru_cache(maxsize=8)
+def z_score(level: float) -> float:
+    """Half width in standard deviations of the central ``level`` normal interval (cached: ``norm.ppf`` is slow)."""
+    return float(norm.ppf(0.5 + level / 2))
 
 
 def intervals(p: np.ndarray, cov: np.ndarray, level: float) -> dict[str, tuple[float, float]]:
     """Central ``level`` intervals of the source parameters in physical units (depth, ΔV back from their logs)."""
-    z = float(norm.ppf(0.5 + level / 2))
+    z = z_score(level)
     sd = np.sqrt(np.clip(np.diag(cov)[:4], 0.0, None))
     lo, hi = p[:4] - z * sd, p[:4] + z * sd
     return {"x0_km": (float(lo[0]), float(hi[0])), "y0_km": (float(lo[1]), float(hi[1])),
@@ -317,7 +375,7 @@ def sharper(cov: np.ndarray, prior: Mapping[str, tuple[float, float, float]], le
     ``prior`` maps source names to the network's ``(estimate, low, high)`` at ``level``; its standard
     deviation in the fit's parameters is the interval's half width over z.
     """
-    z = float(norm.ppf(0.5 + level / 2))
+    z = z_score(level)
     sd = np.sqrt(np.clip(np.diag(cov)[:4], 0.0, None))
     for i, name, to_param in ((2, "depth_km", math.log), (3, "dv_m3", math.log10)):
         if name in prior:
