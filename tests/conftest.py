@@ -15,6 +15,12 @@ import yaml
 
 os.environ.setdefault("DGLBACKEND", "pytorch")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# One BLAS/OpenMP thread per test process (before torch is imported; worker processes inherit it). The
+# suite's matrices are small, and on the 2-core CI machine the tests that start several workers would
+# otherwise run two threads each on one core. Under any other load two spinning OpenMP threads are far
+# slower still: the SVGP test took 284 s with two threads and 50 s with one on this machine, busy.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
