@@ -38,7 +38,6 @@ from geostudy.learners.ardm.data import HardData, procedural_image, random_patch
 from geostudy.learners.ardm.evaluate import ImageStats, image_stats, mismatch
 from geostudy.learners.ardm.learner import ArdmLearner, FittedModel
 from geostudy.learners.ardm.sampling import sample
-from geostudy.learners.ardm.schedule import LossCurve
 from geostudy.learners.ardm.sis import sis_realisations
 from geostudy.learners.base import CONFIG_DIR
 from geostudy.nn.device import sync_device
@@ -105,8 +104,7 @@ def run_3f(quick: bool, grids: bool = True, stats: bool = True) -> list[dict]:
 
 
 def realisations(cfg: ArdmConfig, fit: FittedModel, sizes: dict, *, sis: bool = True, budget: int | None = None,
-                 temperature: float | None = None, seed_offset: int = 0,
-                 curve: LossCurve | None = None) -> dict[str, list[np.ndarray]]:
+                 temperature: float | None = None, seed_offset: int = 0) -> dict[str, list[np.ndarray]]:
     """Per group: ours, SIS (optional), tiling, augmented tiling and augmented training patches, the same
     number of each; ours and SIS conditioned on the same well sets. Also ``honoured_*`` fractions."""
     from bench.ardm import tiling_baseline  # the baseline of the two-facies rows, the same here
@@ -126,7 +124,7 @@ def realisations(cfg: ArdmConfig, fit: FittedModel, sizes: dict, *, sis: bool = 
             hard = HardData.draw(random_patches(split.val, 1, size, rng)[0], N_WELLS, rng)
             seed = cfg.seed + seed_offset + 1000 * g + s
             o = sample(fit.model, sizes["per_set"], size, budget=budget, hard=hard, seed=seed,
-                       batch_size=sizes["per_set"], device=fit.device, temperature=temperature, curve=curve).images
+                       batch_size=sizes["per_set"], device=fit.device, temperature=temperature).images
             ours.append(o)
             out["honoured_ours"].append(hard.honoured(o))
             if sis:

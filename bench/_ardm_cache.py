@@ -15,7 +15,7 @@ from pathlib import Path
 from geostudy.learners.ardm.checkpoint import load_checkpoint, save_checkpoint
 from geostudy.learners.ardm.config import ArdmConfig
 from geostudy.learners.ardm.data import load_training_image, split_image
-from geostudy.learners.ardm.learner import FittedModel, network_curve, train_model, validation_patches
+from geostudy.learners.ardm.learner import FittedModel, train_model
 from geostudy.learners.base import REPO_ROOT, RunContext
 from geostudy.nn import resolve_device
 
@@ -38,13 +38,11 @@ def cached_fit(cfg: ArdmConfig, tag: str) -> FittedModel:
         ti = load_training_image(cfg.data, cfg.seed)
         split = split_image(ti.image, cfg.data.val_fraction, max(cfg.data.patch, cfg.sample_size))
         print(f"ardm bench: reusing the network trained earlier ({path})", flush=True)
-        # A checkpoint written before the loss curve was kept: measure it as training would have.
-        curve = ckpt.curve or network_curve(ckpt.model, validation_patches(cfg, split, device), cfg)
         return FittedModel(model=ckpt.model, split=split, history=json.loads(history_path.read_text()),
-                           device=device, codes=ti.codes, curve=curve)
+                           device=device, codes=ti.codes)
     with tempfile.TemporaryDirectory() as tmp:
         fit = train_model(cfg, RunContext(workdir=Path(tmp), verbose=True))
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(path, fit.model, cfg, fit.codes, fit.curve)
+    save_checkpoint(path, fit.model, cfg, fit.codes)
     history_path.write_text(json.dumps(fit.history))
     return fit

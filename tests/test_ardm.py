@@ -24,8 +24,6 @@ from geostudy.learners.ardm.evaluate import (
     indicator_variograms,
     mismatch,
 )
-from geostudy.learners.ardm.sampling import chunk_edges
-from geostudy.learners.ardm.schedule import LossCurve, dp_edges, loss_curve
 from geostudy.learners.base import RunContext
 from geostudy.nn.threads import torch_threads
 
@@ -195,36 +193,6 @@ def test_temperature_sharpens_the_draws() -> None:
     assert share[0] == pytest.approx(0.4, abs=0.02)
     assert share[1] == pytest.approx(0.16 / 0.52, abs=0.02)
     assert share[2] == 0.0
-
-
-def test_dp_schedule_hand_case_and_shape() -> None:
-    # l = 10 for the first pixel, 1 after: with 2 calls over 4 pixels the cheapest split reveals the
-    # first pixel alone (1*10 + 3*1 = 13, against 2*10 + 2*1 = 22 and 3*10 + 1 = 31).
-    curve = LossCurve(np.array([0.0, 0.25, 0.5, 0.75]), np.array([10.0, 1.0, 1.0, 1.0]))
-    assert dp_edges(curve, 0, 4, 2).tolist() == [0, 1, 4]
-    # A falling curve: chunks grow along the order, and the bound is below that of equal chunks.
-    f = np.linspace(0.0, 1.0, 33, endpoint=False)
-    curve = LossCurve(f, 0.05 + np.exp(-20 * f))
-    edges = dp_edges(curve, 20, 1004, 64, grid=256)
-    assert edges[0] == 0 and edges[-1] == 1004 and len(edges) == 65 and (np.diff(edges) > 0).all()
-    sizes = np.diff(edges)
-    assert sizes[:8].mean() < sizes[-8:].mean()
-
-    def bound(e: np.ndarray) -> float:
-        return float((np.diff(e) * curve.at((20 + e[:-1]) / 1024)).sum())
-
-    assert bound(edges) < bound(chunk_edges(1004, 64))
-
-
-def test_dp_schedule_sampling_honours_hard_data_and_the_budget() -> None:
-    torch.manual_seed(0)
-    net = UNet(3, [4, 8], depth=1)
-    images = torch.randint(0, 3, (4, 8, 8))
-    curve = loss_curve(net, images, points=5, seed=0, batch_size=2)
-    assert curve.nats.shape == (5,) and (curve.nats > 0).all()
-    hard = HardData.from_list([[0, 0, 2], [5, 3, 1], [7, 7, 0]], 8, 3)
-    out = sample(net, 3, 8, budget=6, hard=hard, seed=2, batch_size=3, curve=curve)
-    assert hard.honoured(out.images) == 1.0 and out.calls == 6
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -15,20 +15,17 @@ from geostudy.errors import DataError
 from geostudy.learners.ardm.config import ArdmConfig
 from geostudy.learners.ardm.images import FaciesCodes
 from geostudy.learners.ardm.model import UNet
-from geostudy.learners.ardm.schedule import LossCurve
 
 FORMAT = "geostudy-ardm/1"
 
 
 @dataclass
 class Checkpoint:
-    """A trained network (eval mode), its facies codes, the side of its training patches and its loss
-    curve (for ``schedule: optimised``; None in checkpoints written before it was kept)."""
+    """A trained network (eval mode), its facies codes and the side of its training patches."""
 
     model: UNet
     codes: FaciesCodes
     patch: int
-    curve: LossCurve | None = None
 
     @property
     def size_factor(self) -> int:
@@ -36,9 +33,8 @@ class Checkpoint:
         return 2 ** (self.model.n_levels - 1)
 
 
-def save_checkpoint(path: str | Path, model: torch.nn.Module, cfg: ArdmConfig, codes: FaciesCodes,
-                    curve: LossCurve | None = None) -> Path:
-    """Write the weights with the UNet's shape, the codes, the patch side and the loss curve."""
+def save_checkpoint(path: str | Path, model: torch.nn.Module, cfg: ArdmConfig, codes: FaciesCodes) -> Path:
+    """Write the weights with the UNet's shape, the codes and the patch side."""
     m = cfg.model
     state = {
         "format": FORMAT,
@@ -51,8 +47,6 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, cfg: ArdmConfig, c
         "integer_codes": bool(np.issubdtype(codes.codes.dtype, np.integer)),
         "patch": cfg.data.patch,
     }
-    if curve is not None:
-        state["loss_curve"] = {"fractions": [float(f) for f in curve.fractions], "nats": [float(v) for v in curve.nats]}
     path = Path(path)
     torch.save(state, path)
     return path
@@ -85,8 +79,4 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Che
                         key="simulate.checkpoint") from None
     dtype = np.int64 if state.get("integer_codes", True) else np.float64
     codes = FaciesCodes(codes=np.asarray(state["codes"], dtype=np.float64).astype(dtype))
-    curve = None
-    if isinstance(state.get("loss_curve"), dict):
-        curve = LossCurve(fractions=np.asarray(state["loss_curve"]["fractions"], dtype=np.float64),
-                          nats=np.asarray(state["loss_curve"]["nats"], dtype=np.float64))
-    return Checkpoint(model=model.to(device).eval(), codes=codes, patch=int(state["patch"]), curve=curve)
+    return Checkpoint(model=model.to(device).eval(), codes=codes, patch=int(state["patch"]))

@@ -138,7 +138,6 @@ class EvalConfig:
     sample_size: int | None = None
     call_budget: int = 64
     temperature: float = 1.0
-    schedule: Literal["uniform", "optimised"] = "uniform"
     batch_size: int = 16
     n_hard: int = 20
     hard_data: list[list[int]] | None = None
@@ -176,7 +175,6 @@ class SimulateConfig:
     coordinates: Literal["grid", "world"] = "grid"
     call_budget: int = 256
     temperature: float = 1.0
-    schedule: Literal["uniform", "optimised"] = "uniform"
     batch_size: int = 4
 
     def validate(self, file: str | Path | None, prefix: str) -> None:

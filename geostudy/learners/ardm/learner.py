@@ -26,7 +26,6 @@ from geostudy.learners.ardm.evaluate import image_stats, mismatch
 from geostudy.learners.ardm.images import FaciesCodes
 from geostudy.learners.ardm.model import UNet
 from geostudy.learners.ardm.sampling import sample
-from geostudy.learners.ardm.schedule import LossCurve, loss_curve
 from geostudy.learners.ardm.simulate import check_simulation, run_simulation
 from geostudy.learners.ardm.train import Ema, bits_per_pixel, train_step
 from geostudy.learners.base import Learner, RunContext, RunResult
@@ -53,26 +52,13 @@ def hard_data_for(cfg: ArdmConfig, held_out: np.ndarray, rng: np.random.Generato
 
 @dataclass
 class FittedModel:
-    """A trained network (the EMA weights, in eval mode), its data split, its epoch history and its
-    loss curve (``schedule: optimised``)."""
+    """A trained network (the EMA weights, in eval mode), its data split and its epoch history."""
 
     model: torch.nn.Module
     split: Split
     history: list[dict[str, float]]
     device: torch.device
     codes: FaciesCodes
-    curve: LossCurve
-
-
-def validation_patches(cfg: ArdmConfig, split: Split, device: torch.device) -> torch.Tensor:
-    """The fixed held-out patches of the validation NLL (and of the loss curve)."""
-    return torch.as_tensor(random_patches(split.val, cfg.train.val_patches, cfg.data.patch,
-                                          np.random.default_rng(cfg.seed + 1)), device=device)
-
-
-def network_curve(model: torch.nn.Module, val: torch.Tensor, cfg: ArdmConfig) -> LossCurve:
-    """The network's loss per unrevealed pixel vs the revealed fraction, on the validation patches."""
-    return loss_curve(model, val, points=17, seed=cfg.seed + 7, batch_size=cfg.train.batch_size)
 
 
 def train_model(cfg: ArdmConfig, ctx: RunContext) -> FittedModel:
@@ -87,7 +73,8 @@ def train_model(cfg: ArdmConfig, ctx: RunContext) -> FittedModel:
     ti = load_training_image(cfg.data, cfg.seed)
     image = ti.image
     split = split_image(image, cfg.data.val_fraction, max(cfg.data.patch, cfg.sample_size))
-    val = validation_patches(cfg, split, device)
+    val = torch.as_tensor(random_patches(split.val, cfg.train.val_patches, cfg.data.patch,
+                                         np.random.default_rng(cfg.seed + 1)), device=device)
 
     model = build_model(cfg).to(device)
     ema = Ema(model, cfg.optim.ema)
@@ -109,8 +96,7 @@ def train_model(cfg: ArdmConfig, ctx: RunContext) -> FittedModel:
                                           batch_size=cfg.train.batch_size)}
 
     history = run_epochs(cfg.train.epochs, train_epoch, evaluate, ctx)
-    return FittedModel(model=ema.model.eval(), split=split, history=history, device=device, codes=ti.codes,
-                       curve=network_curve(ema.model, val, cfg))
+    return FittedModel(model=ema.model.eval(), split=split, history=history, device=device, codes=ti.codes)
 
 
 def _json_list(values: np.ndarray) -> list[float | None]:
@@ -160,9 +146,8 @@ class ArdmLearner(Learner):
         ctx.log(f"sampling {cfg.eval.n_samples} realisations of {size}x{size} in {cfg.eval.call_budget} calls")
         sync_device(device)
         start = time.perf_counter()
-        curve = fit.curve if cfg.eval.schedule == "optimised" else None
         uncond = sample(fit.model, cfg.eval.n_samples, size, budget=cfg.eval.call_budget, seed=cfg.seed + 4,
-                        batch_size=cfg.eval.batch_size, device=device, temperature=cfg.eval.temperature, curve=curve)
+                        batch_size=cfg.eval.batch_size, device=device, temperature=cfg.eval.temperature)
         sync_device(device)
         seconds = time.perf_counter() - start
         cond = sample(fit.model, cfg.eval.n_conditional, size, budget=cfg.eval.call_budget, hard=hard,
@@ -185,7 +170,7 @@ class ArdmLearner(Learner):
         workdir = Path(ctx.workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         files = {"samples": workdir / "samples.npy", "conditional_samples": workdir / "conditional_samples.npy",
-                 "checkpoint": save_checkpoint(workdir / "checkpoint.pt", fit.model, cfg, fit.codes, fit.curve)}
+                 "checkpoint": save_checkpoint(workdir / "checkpoint.pt", fit.model, cfg, fit.codes)}
         # Category indices (0..K-1), as the statistics use them; mode: simulate writes facies codes.
         np.save(files["samples"], uncond.images.astype(np.uint8))
         np.save(files["conditional_samples"], cond.images.astype(np.uint8))

@@ -3,8 +3,7 @@
 Each realisation draws its own random order. Hard data are revealed before the first network call;
 the remaining pixels are revealed in ``budget`` nearly equal chunks along the order, one network
 call per chunk, each pixel of a chunk drawn from its own predicted categorical (the paper's
-parallel sampling with a uniform step schedule, or the paper's optimised schedule given the
-network's loss curve: ``schedule.py``), optionally sharpened by a temperature below 1.
+parallel sampling with a uniform step schedule), optionally sharpened by a temperature below 1.
 ``budget`` equal to the number of free pixels (at temperature 1) is exact one-pixel-per-call
 ancestral sampling.
 """
@@ -20,7 +19,6 @@ from torch import nn
 
 from geostudy.errors import ConfigError
 from geostudy.learners.ardm.data import HardData
-from geostudy.learners.ardm.schedule import LossCurve, dp_edges
 from geostudy.learners.ardm.train import LN2
 
 
@@ -43,8 +41,7 @@ def chunk_edges(n_free: int, budget: int) -> np.ndarray:
 @torch.no_grad()
 def sample(model: nn.Module, n: int, size: int | tuple[int, int], *, budget: int, hard: HardData | None = None, seed: int = 0,
            batch_size: int = 16, device: torch.device | str = "cpu",
-           progress: Callable[[str], None] | None = None, temperature: float = 1.0,
-           curve: LossCurve | None = None) -> Samples:
+           progress: Callable[[str], None] | None = None, temperature: float = 1.0) -> Samples:
     """Draw ``n`` realisations of ``size x size`` pixels.
 
     Args:
@@ -61,8 +58,6 @@ def sample(model: nn.Module, n: int, size: int | tuple[int, int], *, budget: int
         temperature: Divides the logits before each draw. 1 draws from the network's conditionals;
             below 1 sharpens them, which offsets the independent draws of the many pixels revealed
             in one call (they cannot see each other, so a chunk comes out noisier than the joint).
-        curve: The network's loss curve: chunk sizes from the dynamic programme of
-            :func:`~geostudy.learners.ardm.schedule.dp_edges` instead of equal chunks.
     """
     model.eval()
     device = torch.device(device)
@@ -81,8 +76,7 @@ def sample(model: nn.Module, n: int, size: int | tuple[int, int], *, budget: int
         flat = torch.zeros(0, dtype=torch.long, device=device)
         cats = torch.zeros(0, dtype=torch.long, device=device)
     n_free = d - len(flat)
-    edges_np = chunk_edges(n_free, budget) if curve is None else dp_edges(curve, len(flat), n_free, budget)
-    edges = torch.as_tensor(edges_np, device=device)
+    edges = torch.as_tensor(chunk_edges(n_free, budget), device=device)
     out, entropy = [], None
     n_calls = -(-n // batch_size) * (len(edges) - 1)
     every = max(1, n_calls // 10)

@@ -40,9 +40,6 @@ def check_simulation(cfg: ArdmConfig) -> tuple[Checkpoint, HardData | None]:
     if sim.hard_data:
         hard = read_hard_data_csv(sim.hard_data, nx=sim.nx, ny=sim.ny, codes=ckpt.codes, columns=sim.columns,
                                   coordinates=sim.coordinates, origin=sim.origin, spacing=sim.spacing)
-    if sim.schedule == "optimised" and ckpt.curve is None:
-        raise ConfigError("the checkpoint carries no loss curve (written by an older version); retrain it or use "
-                          "simulate.schedule: uniform", key="simulate.schedule")
     return ckpt, hard
 
 
@@ -99,8 +96,7 @@ def run_simulation(cfg: ArdmConfig, ctx: RunContext, metric_names: list[str]) ->
             f"{ckpt.patch}x{ckpt.patch} patches) with {len(hard) if hard else 0} hard data, {sim.call_budget} calls each")
     start = time.perf_counter()
     out = sample(model, sim.n_realisations, (sim.ny, sim.nx), budget=sim.call_budget, hard=hard, seed=cfg.seed,
-                 batch_size=sim.batch_size, device=device, progress=ctx.log, temperature=sim.temperature,
-                 curve=ckpt.curve if sim.schedule == "optimised" else None)
+                 batch_size=sim.batch_size, device=device, progress=ctx.log, temperature=sim.temperature)
     seconds = time.perf_counter() - start
     prob = facies_probabilities(out.images, k)
     entropy = entropy_bits(prob)
