@@ -14,7 +14,8 @@ realisations vs tiling random patches and vs sequential indicator simulation (SI
 fitted to the training image (``*_3f`` rows), the time of one 256x256 conditional realisation, and the
 statistics of realisations on grids larger than the training patch (``*_grid128``, ``*_grid256``).
 
-Trained networks are cached under ``out/bench/cache/`` (keyed by their config), so a re-run only samples.
+Row groups (``--rows``): ``channels``, ``3f``, ``3f_grids``. Trained networks are cached under
+``out/bench/cache/`` (keyed by their training config), so a re-run only samples.
 """
 
 from __future__ import annotations
@@ -58,12 +59,14 @@ def bench_config(quick: bool) -> ArdmConfig:
     return ArdmLearner().parse_config(apply_overrides(base, overrides))
 
 
-def tiling_baseline(region: np.ndarray, n: int, size: int, tile: int, rng: np.random.Generator) -> np.ndarray:
-    """``n`` images of ``size x size`` pieced together from random ``tile x tile`` patches of ``region``."""
+def tiling_baseline(region: np.ndarray, n: int, size: int, tile: int, rng: np.random.Generator, *,
+                    flips: bool = False, rot90: bool = False) -> np.ndarray:
+    """``n`` images of ``size x size`` pieced together from random ``tile x tile`` patches of ``region``
+    (optionally flipped and rotated, as :func:`random_patches`)."""
     per_side = -(-size // tile)
     out = np.empty((n, per_side * tile, per_side * tile), dtype=np.int64)
     for i in range(n):
-        tiles = random_patches(region, per_side * per_side, tile, rng)
+        tiles = random_patches(region, per_side * per_side, tile, rng, flips=flips, rot90=rot90)
         out[i] = tiles.reshape(per_side, per_side, tile, tile).transpose(0, 2, 1, 3).reshape(per_side * tile, -1)
     return out[:, :size, :size]
 
@@ -76,12 +79,24 @@ def _timed_sample(model, n: int, size: int, budget: int, cfg: ArdmConfig, device
     return out.images.size / (time.perf_counter() - start), out.calls
 
 
-def run(quick: bool) -> list[dict]:
+ROW_GROUPS = ("channels", "3f", "3f_grids")
+
+
+def run(quick: bool, rows: str | None = None) -> list[dict]:
+    """All rows, or one group of them: ``channels`` (two facies), ``3f`` (three-facies statistics against
+    the generator's draws), ``3f_grids`` (256x256 timing, statistics on larger grids)."""
     from bench._ardm_3f import run_3f
 
-    cfg = bench_config(quick)
-    with torch_threads(cfg.threads):
-        return _run(cfg) + run_3f(quick)
+    if rows is not None and rows not in ROW_GROUPS:
+        raise SystemExit(f"error: unknown row group {rows!r} of bench ardm; allowed: {', '.join(ROW_GROUPS)}")
+    out = []
+    if rows in (None, "channels"):
+        cfg = bench_config(quick)
+        with torch_threads(cfg.threads):
+            out += _run(cfg)
+    if rows in (None, "3f", "3f_grids"):
+        out += run_3f(quick, stats=rows != "3f_grids", grids=rows != "3f")
+    return out
 
 
 def _run(cfg: ArdmConfig) -> list[dict]:

@@ -56,13 +56,18 @@ def machine() -> dict:
 
 
 def format_table(name: str, rows: list[dict]) -> str:
-    head = ["work", "ours", "baseline", "ours/baseline", "unit", "baseline_name", "goal"]
+    # Rows that carry a paired difference with its standard error (``diff``, ``diff_se``, optionally
+    # ``groups_lower``) get it printed beside the ratio, so a reader sees whether the gap exceeds the noise.
+    paired = any("diff_se" in r for r in rows)
+    head = ["work", "ours", "baseline", "ours/baseline", *(["ours-baseline ± se (groups lower)"] if paired else []),
+            "unit", "baseline_name", "goal"]
     body = []
     for r in rows:
         ours, base = r["ours"], r["baseline"]
         ratio = ours / base if isinstance(base, (int, float)) and base not in (0, None) and math.isfinite(base) else float("nan")
-        body.append([r["work"], f"{ours:.4g}", f"{base:.4g}", f"{ratio:.3g}", r.get("unit", ""), r.get("baseline_name", ""),
-                     r.get("goal", "")])
+        diff = [f"{r['diff']:+.3g} ± {r['diff_se']:.2g} ({r.get('groups_lower', '-')})" if "diff_se" in r else ""]
+        body.append([r["work"], f"{ours:.4g}", f"{base:.4g}", f"{ratio:.3g}", *(diff if paired else []), r.get("unit", ""),
+                     r.get("baseline_name", ""), r.get("goal", "")])
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
     lines = [f"bench {name}", "  ".join(h.ljust(w) for h, w in zip(head, widths)), "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths)) for b in body]

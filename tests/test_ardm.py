@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from bench._ardm_compare import compare, jackknife_se
 from geostudy.config import apply_overrides, load_yaml
 from geostudy.errors import ConfigError, DataError
 from geostudy.learners import get_learner
@@ -17,6 +18,7 @@ from geostudy.learners.ardm import HardData, UNet, ardm_loss, draw_mask, load_pn
 from geostudy.learners.ardm.config import GeneratorConfig
 from geostudy.learners.ardm.data import downsample, procedural_image, random_patches
 from geostudy.learners.ardm.evaluate import (
+    ImageStats,
     connectivity_functions,
     image_stats,
     indicator_variograms,
@@ -264,6 +266,50 @@ def test_variogram_of_stripes() -> None:
     assert tau[1, 0, 0] == pytest.approx(1.0) and tau[1, 0, 7] == pytest.approx(0.0)  # next stripe: not connected
     stats = image_stats(img, 2, 8)
     assert mismatch(stats, stats) == {"variogram_mismatch": 0.0, "connectivity_mismatch": 0.0, "proportion_error": 0.0}
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    return bool(np.allclose(a, b, equal_nan=True))
+
+
+def test_image_stats_of_subsets_and_unions_pool_like_their_images() -> None:
+    # Per-image statistics: any subset or union must give what image_stats gives on those images.
+    rng = np.random.default_rng(3)
+    img = procedural_image(GeneratorConfig(kind="mixed", size=96, n_channels=4, n_ellipses=8), 3, seed=2)
+    a, b = random_patches(img, 5, 16, rng), random_patches(img, 3, 16, rng)
+    a[0] = 0  # classes 1 and 2 absent from one image: NaN shares, no pairs
+    sa, sb = image_stats(a, 3, 8), image_stats(b, 3, 8)
+    whole = image_stats(np.concatenate([a, b]), 3, 8)
+    for got, want in ((ImageStats.concat([sa, sb]), whole), (whole.subset(slice(0, 5)), sa),
+                      (whole.subset(np.array([5, 6, 7])), sb)):
+        for attr in ("proportions", "variogram", "connectivity", "largest", "connected_pairs"):
+            assert _same(getattr(got, attr), getattr(want, attr)), attr
+    assert _same(whole.connectivity, connectivity_functions(np.concatenate([a, b]), 3, 8))
+    assert len(whole) == 8 and np.isnan(sa.largest_each[0, 1])
+
+
+def test_jackknife_se_of_a_mean_is_the_standard_error() -> None:
+    # Known identity: for the mean, the delete-one jackknife SE equals sd / sqrt(n).
+    x = np.random.default_rng(0).normal(size=12)
+    loo = np.array([np.delete(x, i).mean() for i in range(len(x))])
+    assert jackknife_se(loo) == pytest.approx(x.std(ddof=1) / np.sqrt(len(x)))
+
+
+def test_comparison_over_groups_pairs_methods_on_the_same_references() -> None:
+    rng = np.random.default_rng(1)
+    img = procedural_image(GeneratorConfig(kind="mixed", size=96, n_channels=4, n_ellipses=8), 3, seed=5)
+    refs = [image_stats(random_patches(img, 6, 16, rng), 3, 8) for _ in range(4)]
+    same = [image_stats(random_patches(img, 6, 16, rng), 3, 8) for _ in range(4)]
+    blank = [image_stats(np.zeros((6, 16, 16), dtype=np.int64), 3, 8) for _ in range(4)]
+    c = compare({"ours": same, "blank": blank}, refs)
+    extras = c.row_extras("ours", "blank", "proportion_error")
+    # Images of the reference's kind beat all-background images in every group, far beyond the noise.
+    assert extras["groups_lower"] == "4/4"
+    assert extras["diff"] < -3 * extras["diff_se"]  # type: ignore[operator]
+    assert c.value["blank"]["connectivity_mismatch"] > c.value["ours"]["connectivity_mismatch"]
+    # Pooled over all groups, as the union of the images.
+    want = mismatch(ImageStats.concat(same), ImageStats.concat(refs))
+    assert c.value["ours"]["variogram_mismatch"] == pytest.approx(want["variogram_mismatch"])
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ axis 1 = y (along a column, rows change).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 
 import numpy as np
 from scipy import ndimage
@@ -47,6 +48,36 @@ def _labels(images: np.ndarray, k: int) -> np.ndarray:
     return np.stack([ndimage.label(img == k)[0] for img in images])
 
 
+def connectivity_counts(images: np.ndarray, n_classes: int, max_lag: int) -> np.ndarray:
+    """Per image, class, axis and lag: the pairs of class-k pixels ``h`` apart that lie in one connected
+    component (``[..., 0]``) and all such pairs (``[..., 1]``).
+
+    Sums of these counts over any set of images give that set's pooled connectivity function, so
+    subsets (jackknife, groups) need no relabelling.
+
+    Returns:
+        ``(N, K, 2, max_lag, 2)`` int64 array.
+    """
+    images = np.asarray(images)
+    out = np.zeros((len(images), n_classes, 2, max_lag, 2), dtype=np.int64)
+    for k in range(n_classes):
+        lab = _labels(images, k)
+        for axis in (0, 1):
+            for h in range(1, max_lag + 1):
+                a, b = _lag_pairs(lab, axis, h)
+                both = (a > 0) & (b > 0)
+                out[:, k, axis, h - 1, 0] = (both & (a == b)).sum(axis=(1, 2))
+                out[:, k, axis, h - 1, 1] = both.sum(axis=(1, 2))
+    return out
+
+
+def _pooled_connectivity(counts: np.ndarray) -> np.ndarray:
+    """``(K, 2, L)`` ratio of summed connected pairs to summed pairs; NaN where no pair exists."""
+    total = counts.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total[..., 1] > 0, total[..., 0] / np.maximum(total[..., 1], 1), np.nan)
+
+
 def connectivity_functions(images: np.ndarray, n_classes: int, max_lag: int) -> np.ndarray:
     """``tau_k(h)``: probability that two class-k pixels ``h`` apart are in one connected component.
 
@@ -55,36 +86,38 @@ def connectivity_functions(images: np.ndarray, n_classes: int, max_lag: int) -> 
     Returns:
         ``(K, 2, max_lag)`` array.
     """
+    return _pooled_connectivity(connectivity_counts(images, n_classes, max_lag))
+
+
+def _component_shares(images: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per image and class: the largest component's share of the class's pixels and the chance that
+    two random class pixels connect; NaN where the class is absent. Two ``(N, K)`` arrays."""
     images = np.asarray(images)
-    out = np.full((n_classes, 2, max_lag), np.nan)
+    largest = np.full((len(images), n_classes), np.nan)
+    pairs = np.full((len(images), n_classes), np.nan)
     for k in range(n_classes):
-        lab = _labels(images, k)
-        for axis in (0, 1):
-            for h in range(1, max_lag + 1):
-                a, b = _lag_pairs(lab, axis, h)
-                both = (a > 0) & (b > 0)
-                n_both = both.sum()
-                if n_both:
-                    out[k, axis, h - 1] = (both & (a == b)).sum() / n_both
-    return out
+        for i, lab in enumerate(_labels(images, k)):
+            sizes = np.bincount(lab.ravel())[1:]
+            total = sizes.sum()
+            if total:
+                largest[i, k] = sizes.max() / total
+                pairs[i, k] = float((sizes.astype(np.float64) ** 2).sum() / float(total) ** 2)
+    return largest, pairs
+
+
+def _mean_where_present(values: np.ndarray) -> np.ndarray:
+    """Mean over images (axis 0) ignoring NaN; NaN for a class absent from every image."""
+    present = np.isfinite(values)
+    n = present.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, np.where(present, values, 0.0).sum(axis=0) / np.maximum(n, 1), np.nan)
 
 
 def component_stats(images: np.ndarray, n_classes: int) -> dict[str, np.ndarray]:
     """Per class, averaged over images where the class occurs: ``largest`` (largest component's share
     of the class's pixels) and ``connected_pairs`` (chance that two random class pixels connect)."""
-    largest = np.full(n_classes, np.nan)
-    pairs = np.full(n_classes, np.nan)
-    for k in range(n_classes):
-        lg, pr = [], []
-        for lab in _labels(np.asarray(images), k):
-            sizes = np.bincount(lab.ravel())[1:]
-            total = sizes.sum()
-            if total:
-                lg.append(sizes.max() / total)
-                pr.append(float((sizes.astype(np.float64) ** 2).sum() / float(total) ** 2))
-        if lg:
-            largest[k], pairs[k] = np.mean(lg), np.mean(pr)
-    return {"largest": largest, "connected_pairs": pairs}
+    largest, pairs = _component_shares(images, n_classes)
+    return {"largest": _mean_where_present(largest), "connected_pairs": _mean_where_present(pairs)}
 
 
 def proportions(images: np.ndarray, n_classes: int) -> np.ndarray:
@@ -94,28 +127,64 @@ def proportions(images: np.ndarray, n_classes: int) -> np.ndarray:
 
 @dataclass
 class ImageStats:
-    """Summary statistics of a set of images of one size."""
+    """Summary statistics of a set of images of one size, kept per image so that any subset or union
+    of sets (:meth:`subset`, :meth:`concat`) pools exactly as if computed on its images."""
 
-    proportions: np.ndarray  # (K,)
+    pixel_counts: np.ndarray  # (N, K) pixels of each class per image
     variograms: np.ndarray  # (N, K, 2, L) per image
-    connectivity: np.ndarray  # (K, 2, L)
-    largest: np.ndarray  # (K,)
-    connected_pairs: np.ndarray  # (K,)
+    pair_counts: np.ndarray  # (N, K, 2, L, 2) connectivity counts per image (connectivity_counts)
+    largest_each: np.ndarray  # (N, K) largest component's share, NaN where the class is absent
+    pairs_each: np.ndarray  # (N, K) chance that two class pixels connect, NaN where absent
+
+    def __len__(self) -> int:
+        return len(self.variograms)
+
+    @property
+    def proportions(self) -> np.ndarray:
+        """Share of each category over all pixels of all images ``(K,)``."""
+        total = self.pixel_counts.sum(axis=0)
+        return total / total.sum()
 
     @property
     def variogram(self) -> np.ndarray:
         """Mean indicator variogram ``(K, 2, L)``."""
         return self.variograms.mean(axis=0)
 
+    @property
+    def connectivity(self) -> np.ndarray:
+        """Pooled connectivity functions ``(K, 2, L)`` (as :func:`connectivity_functions`)."""
+        return _pooled_connectivity(self.pair_counts)
+
+    @property
+    def largest(self) -> np.ndarray:
+        """Largest component's share of each class ``(K,)``, averaged over images where it occurs."""
+        return _mean_where_present(self.largest_each)
+
+    @property
+    def connected_pairs(self) -> np.ndarray:
+        """Chance that two random pixels of a class connect ``(K,)``, averaged as :attr:`largest`."""
+        return _mean_where_present(self.pairs_each)
+
+    def subset(self, index: np.ndarray | slice) -> ImageStats:
+        """The statistics of the images at ``index``."""
+        return ImageStats(self.pixel_counts[index], self.variograms[index], self.pair_counts[index],
+                          self.largest_each[index], self.pairs_each[index])
+
+    @staticmethod
+    def concat(parts: Sequence[ImageStats]) -> ImageStats:
+        """The statistics of the union of several sets of images (same K and lags)."""
+        return ImageStats(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(ImageStats)))
+
 
 def image_stats(images: np.ndarray, n_classes: int, max_lag: int) -> ImageStats:
-    comp = component_stats(images, n_classes)
+    images = np.asarray(images)
+    largest, pairs = _component_shares(images, n_classes)
     return ImageStats(
-        proportions=proportions(images, n_classes),
+        pixel_counts=np.stack([(images == k).sum(axis=(1, 2)) for k in range(n_classes)], axis=1),
         variograms=indicator_variograms(images, n_classes, max_lag),
-        connectivity=connectivity_functions(images, n_classes, max_lag),
-        largest=comp["largest"],
-        connected_pairs=comp["connected_pairs"],
+        pair_counts=connectivity_counts(images, n_classes, max_lag),
+        largest_each=largest,
+        pairs_each=pairs,
     )
 
 
