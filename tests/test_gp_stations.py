@@ -129,7 +129,7 @@ def test_kronecker_posterior_equals_the_exact_one():
 
 def test_linear_mean_recovers_a_known_trend_and_returns_to_it_far_from_the_stations():
     from geostudy.learners.gp.config import ModelConfig, TrainConfig
-    from geostudy.learners.gp.kron import fit_station_gp
+    from geostudy.learners.gp.kron import condition, fit_station_gp
 
     rng = np.random.default_rng(4)
     n_s, n_t = 40, 15
@@ -157,6 +157,8 @@ def test_linear_mean_recovers_a_known_trend_and_returns_to_it_far_from_the_stati
     # Near the stations both means give the same field (the GP absorbs what a constant mean leaves).
     mean_lin, mean_const = linear.predict(xs, ts)[0], constant.predict(xs, ts)[0]
     assert float(np.sqrt(np.mean((mean_lin - mean_const) ** 2))) < 0.1
+    # The Kronecker path subtracts and adds back the same mean: its posterior mean is the exact one.
+    np.testing.assert_allclose(condition(linear.kern, xs, ts, y, "kronecker").predict(xs, ts)[0], mean_lin, atol=1e-6)
 
 
 def test_true_posterior_mean_is_the_dense_conditional_mean_of_the_simulated_field():
