@@ -97,6 +97,9 @@ def test_unknown_kernel_and_combination_are_one_line_errors():
         learner.check_config(config(model__time_kernel="gaussian"), file="configs/gp.yaml")
     assert str(err.value).startswith("configs/gp.yaml: key 'model.time_kernel': unknown kernel 'gaussian'")
     assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="linear mean is for station data") as err:  # gridded fields: constant
+        learner.check_config(config(model__mean="linear"), file="configs/gp.yaml")
+    assert err.value.key == "model.mean"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -127,6 +127,65 @@ def test_kronecker_posterior_equals_the_exact_one():
                                condition(exact.kern, xs, ts, full, "exact").predict(xh, ts)[1], atol=1e-9)
 
 
+def test_linear_mean_recovers_a_known_trend_and_returns_to_it_far_from_the_stations():
+    from geostudy.learners.gp.config import ModelConfig, TrainConfig
+    from geostudy.learners.gp.kron import condition, fit_station_gp
+
+    rng = np.random.default_rng(4)
+    n_s, n_t = 40, 15
+    xs, ts = rng.random((n_s, 2)) - 0.5, np.linspace(0.0, 1.0, n_t)
+    d = np.sqrt(((xs[:, None] - xs[None]) ** 2).sum(-1)) / 0.1
+    ks = (1 + np.sqrt(3) * d) * np.exp(-np.sqrt(3) * d)
+    kt = np.exp(-0.5 * ((ts[:, None] - ts[None]) / 0.2) ** 2)
+    chol = np.linalg.cholesky(np.kron(kt, ks) + 1e-8 * np.eye(n_s * n_t))
+    beta = np.array([1.0, 0.8, 0.6, -0.4])  # 1, t, x, y
+    trend = beta[0] + beta[1] * ts[:, None] + xs[None, :, 0] * beta[2] + xs[None, :, 1] * beta[3]
+    y = trend + 0.2 * (chol @ rng.standard_normal(n_s * n_t)).reshape(n_t, n_s) + 0.05 * rng.standard_normal((n_t, n_s))
+    y[rng.random(y.shape) < 0.1] = np.nan
+    train = TrainConfig(iterations=40, station_calibration=False)
+    linear = fit_station_gp(xs, ts, y, ModelConfig(inference="exact", mean="linear"), train, seed=0)
+    constant = fit_station_gp(xs, ts, y, ModelConfig(inference="exact"), train, seed=0)
+    hyper = linear.kern.hyperparameters()
+    fitted = np.array([hyper[k] for k in ("mean", "mean.time", "mean.x", "mean.y")])
+    np.testing.assert_allclose(fitted, beta, atol=0.25)
+    assert "mean.time" not in constant.kern.hyperparameters()
+    # Far outside the stations (no correlation left) the GP returns to its prior mean: the trend, or one value.
+    far, t_mid = np.array([[1.5, -1.5]]), np.array([0.5])
+    truth = beta[0] + beta[1] * 0.5 + 1.5 * beta[2] - 1.5 * beta[3]
+    lin_far, const_far = float(linear.predict(far, t_mid)[0][0, 0]), float(constant.predict(far, t_mid)[0][0, 0])
+    assert abs(lin_far - truth) < 0.5 < 1.0 < abs(const_far - truth), (lin_far, const_far, truth)
+    # Near the stations both means give the same field (the GP absorbs what a constant mean leaves).
+    mean_lin, mean_const = linear.predict(xs, ts)[0], constant.predict(xs, ts)[0]
+    assert float(np.sqrt(np.mean((mean_lin - mean_const) ** 2))) < 0.1
+    # The Kronecker path subtracts and adds back the same mean: its posterior mean is the exact one.
+    np.testing.assert_allclose(condition(linear.kern, xs, ts, y, "kronecker").predict(xs, ts)[0], mean_lin, atol=1e-6)
+
+
+def test_true_posterior_mean_is_the_dense_conditional_mean_of_the_simulated_field():
+    from geostudy.learners.gp.stations_sim import _matern32, true_posterior_mean
+
+    cfg = StationSimConfig(n_stations=12, n_times=9, p_missing=0.2, noise=0.2, cycle=0.5, trend=1.5, step_hours=6.0)
+    sim = simulate_stations(cfg, 2, n_heldout=4)
+    assert sim.heldout is not None
+    table, targets = sim.observed, sim.heldout.coords
+    # The simulator's covariance written out densely: (rbf in steps x Matern 3/2) + cycle^2 cos(2 pi dt) x Matern 3/2
+    # at twice the range, its trend known.
+    xy = np.concatenate([table.coords, targets])
+    d = np.sqrt(((xy[:, None] - xy[None]) ** 2).sum(-1)) / (cfg.space_lengthscale * cfg.extent_m)
+    steps = np.arange(cfg.n_times)
+    kt = np.exp(-0.5 * ((steps[:, None] - steps[None]) / cfg.time_lengthscale) ** 2)
+    kc = cfg.cycle**2 * np.cos(2 * np.pi * (table.times[:, None] - table.times[None]))
+    k = np.kron(kt, _matern32(d)) + np.kron(kc, _matern32(d / 2))  # (time, station) row-major
+    n = len(xy)
+    obs_rows = [t * n + s for t in range(cfg.n_times) for s in range(table.n_stations) if np.isfinite(table.values[t, s])]
+    tgt_rows = [t * n + s for t in range(cfg.n_times) for s in range(table.n_stations, n)]
+    trend = cfg.trend * (table.times - table.times.mean()) / (table.times[-1] - table.times[0])
+    resid = np.array([table.values[r // n, r % n] - trend[r // n] for r in obs_rows])
+    a = k[np.ix_(obs_rows, obs_rows)] + cfg.noise**2 * np.eye(len(obs_rows))
+    dense = (k[np.ix_(tgt_rows, obs_rows)] @ np.linalg.solve(a, resid)).reshape(cfg.n_times, -1) + trend[:, None]
+    np.testing.assert_allclose(true_posterior_mean(cfg, table, targets), dense, atol=1e-6)
+
+
 def test_station_csv_is_reconstructed_better_than_the_per_time_step_spline(tmp_path):
     from geostudy.learners.gp.stations import fit_stations
     from geostudy.learners.gp.stations_eval import spline_per_time
@@ -253,6 +312,7 @@ BAD_CASES = {
                               ["data.stations.coords=lonlat"], "columns.y", "latitude"),
     "grid too large": (None, ["output.grid.resolution=0.5"], "output.grid", "GiB"),
     "bad time": ("station,x,y,time,value\nA,0,0,yesterday,1\n", [], "columns.time", "ISO date"),
+    "unknown mean": (None, ["model.mean=quadratic"], "model.mean", "allowed: constant, linear"),
 }
 
 

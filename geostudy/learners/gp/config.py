@@ -130,6 +130,7 @@ class SteeringConfig:
         check_range(self.energy_reg, f"{prefix}energy_reg", file=file, low=0, low_open=True)
 
 
+MEAN_NAMES: tuple[str, ...] = ("constant", "linear")  # station data's prior mean (gp/kron.py)
 NONSTATIONARY_NAMES: tuple[str, ...] = ("none", "steering")
 PILOT_NAMES: tuple[str, ...] = ("biharmonic", "patch_prior")
 
@@ -151,6 +152,7 @@ class ModelConfig:
     batch_size: int = 1024
     init_from_data: bool = False
     time_period: float | None = None
+    mean: str = "constant"
     local: LocalConfig = field(default_factory=LocalConfig)
     nonstationary: str = "none"
     steering: SteeringConfig = field(default_factory=SteeringConfig)
@@ -175,6 +177,9 @@ class ModelConfig:
         check_range(self.min_lengthscale, f"{prefix}min_lengthscale", file=file, low=0)
         check_range(self.noise_lower_bound, f"{prefix}noise_lower_bound", file=file, low=0, low_open=True)
         check_range(self.exact_max_n, f"{prefix}exact_max_n", file=file, low=1)
+        if self.mean not in MEAN_NAMES:
+            raise ConfigError(f"unknown mean {self.mean!r}; allowed: {', '.join(MEAN_NAMES)}", file=file,
+                              key=f"{prefix}mean")
         if self.time_period is not None:
             check_range(self.time_period, f"{prefix}time_period", file=file, low=0, low_open=True)
         check_range(self.inducing_points, f"{prefix}inducing_points", file=file, low=1)

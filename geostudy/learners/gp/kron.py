@@ -13,7 +13,12 @@ to the observed (time, station) pairs. Two ways to condition on them:
   no value is missing and otherwise slightly low where a nearby station is missing at a nearby time
   (the bench's coverage row measures the effect).
 
-Hyperparameters (kernel lengthscales, signal and noise variance, constant mean) maximise the exact
+The prior mean is a constant, or with ``model.mean: linear`` linear in time and in the two coordinates
+(``b0 + bt t + bx x + by y``: a warming trend, a gradient across the region), its coefficients fitted with
+the kernel; the GP models what is left, so far from the stations the prediction returns to the trend
+rather than to one value (and a linear-in-time mean extrapolates linearly past the data's times).
+
+Hyperparameters (kernel lengthscales, signal and noise variance, the mean's coefficients) maximise the exact
 marginal likelihood of blocks of the data, each the stations near a random one × consecutive times,
 with about ``train.hyper_block`` observations in all (all of them when fewer; :func:`hyper_blocks`):
 the blocks keep both the spatial and the temporal neighbours that the lengthscales are about. ``model.time_kernel: disabled`` here means
@@ -34,7 +39,7 @@ import torch
 from gpytorch.kernels import Kernel, PeriodicKernel
 
 from geostudy.errors import ConfigError
-from geostudy.learners.gp.config import ModelConfig, TrainConfig
+from geostudy.learners.gp.config import MEAN_NAMES, ModelConfig, TrainConfig
 from geostudy.learners.gp.kernels import base_kernel, spectral_mixture_parts
 
 CG_TOL = 1e-8
@@ -67,8 +72,11 @@ class Normaliser:
         return (np.asarray(times, float) - self.t0) / self.span
 
 
+MEAN_TERMS = ("mean", "mean.time", "mean.x", "mean.y")  # coefficient names of the linear mean, in order
+
+
 class StationKernel(torch.nn.Module):
-    """``s2 kt(t, t') ks(x, x')`` with a constant mean and Gaussian noise ``n2``; ``disabled`` groups are identities."""
+    """``s2 kt(t, t') ks(x, x')`` with a constant or linear mean and Gaussian noise ``n2``; ``disabled`` groups are identities."""
 
     def __init__(self, cfg: ModelConfig, period: float | None = None) -> None:
         """Args: cfg: kernels and bounds; period: ``model.time_period`` in normalised time (None: no cycle)."""
@@ -93,7 +101,17 @@ class StationKernel(torch.nn.Module):
         self.noise_floor = float(cfg.noise_lower_bound)
         self.raw_outputscale = torch.nn.Parameter(torch.tensor(_inv_softplus(1.0)))
         self.raw_noise = torch.nn.Parameter(torch.tensor(_inv_softplus(max(0.05, 2 * self.noise_floor))))
-        self.mean = torch.nn.Parameter(torch.tensor(0.0))
+        if cfg.mean not in MEAN_NAMES:
+            raise ConfigError(f"unknown mean {cfg.mean!r}; allowed: {', '.join(MEAN_NAMES)}", key="model.mean")
+        # Coefficients of 1, t, x, y (the constant alone for ``constant``).
+        self.mean = torch.nn.Parameter(torch.zeros(1 if cfg.mean == "constant" else len(MEAN_TERMS)))
+
+    def mean_grid(self, xs: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
+        """``(T, S)`` prior mean at ``(T, 1)`` normalised times × ``(S, 2)`` normalised coordinates."""
+        out = self.mean[0] + torch.zeros(ts.shape[0], xs.shape[0], dtype=xs.dtype)
+        if len(self.mean) > 1:
+            out = out + self.mean[1] * ts[:, :1] + (xs @ self.mean[2:4])[None, :]
+        return out
 
     @property
     def outputscale(self) -> torch.Tensor:
@@ -123,8 +141,8 @@ class StationKernel(torch.nn.Module):
 
     @torch.no_grad()
     def hyperparameters(self) -> dict[str, object]:
-        out: dict[str, object] = {"outputscale": float(self.outputscale), "noise": float(self.noise),
-                                  "mean": float(self.mean)}
+        out: dict[str, object] = {"outputscale": float(self.outputscale), "noise": float(self.noise)}
+        out.update({name: float(v) for name, v in zip(MEAN_TERMS, self.mean, strict=False)})
         if self.cycle is not None:
             out["cycle.weight"] = float(torch.nn.functional.softplus(self.raw_cycle_weight))
         for group, kernel in (("space", self.space), ("time", self.time), ("cycle", self.cycle)):
@@ -138,6 +156,23 @@ class StationKernel(torch.nn.Module):
 
 def _inv_softplus(v: float) -> float:
     return float(v + math.log(-math.expm1(-v)))
+
+
+def mean_features(coords: np.ndarray, times: np.ndarray, n_terms: int) -> np.ndarray:
+    """``(T, S, n_terms)``: the mean's features 1, t, x, y (the first ``n_terms``) at times × coordinates."""
+    n_t, n_s = len(times), len(coords)
+    cols = [np.ones((n_t, n_s)), np.broadcast_to(times[:, None], (n_t, n_s)),
+            np.broadcast_to(coords[None, :, 0], (n_t, n_s)), np.broadcast_to(coords[None, :, 1], (n_t, n_s))]
+    return np.stack(cols[:n_terms], axis=-1)
+
+
+def least_squares_mean(coords: np.ndarray, times: np.ndarray, y: np.ndarray, n_terms: int) -> np.ndarray:
+    """Ordinary least-squares coefficients of the mean on the observed values of ``y`` ``(T, S)``: the fit's start."""
+    ok = np.isfinite(y)
+    if not ok.any():
+        return np.zeros(n_terms)
+    beta, *_ = np.linalg.lstsq(mean_features(coords, times, n_terms)[ok], y[ok], rcond=None)
+    return np.asarray(beta, float)
 
 
 def hyper_blocks(coords: np.ndarray, mask: np.ndarray, budget: int, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -196,7 +231,7 @@ def block_nll(kern: StationKernel, xs: torch.Tensor, ts: torch.Tensor, y: torch.
     e_s = torch.nn.functional.one_hot(s_idx, xs.shape[0]).to(xs.dtype)
     k = kern.outputscale * (e_t @ kern.kt(ts) @ e_t.T) * (e_s @ kern.ks(xs) @ e_s.T)
     k = k + kern.noise * torch.eye(len(t_idx), dtype=k.dtype)
-    out: torch.Tensor = GaussianNLL.apply(k, y[obs] - kern.mean)  # type: ignore[no-untyped-call]
+    out: torch.Tensor = GaussianNLL.apply(k, y[obs] - kern.mean_grid(xs, ts).reshape(-1)[obs])  # type: ignore[no-untyped-call]
     return out
 
 
@@ -226,7 +261,7 @@ def fit_hypers(kern: StationKernel, coords: np.ndarray, times: np.ndarray, y: np
     n_total = sum(int(b[3].sum()) for b in data)
     kern.double()
     with torch.no_grad():
-        kern.mean.fill_(float(np.nanmean(y)))
+        kern.mean.copy_(torch.as_tensor(least_squares_mean(coords, times, y, len(kern.mean))))
         xs, ts = torch.as_tensor(coords, dtype=torch.float64), torch.as_tensor(times[:, None], dtype=torch.float64)
         for sm in spectral_mixture_parts(kern.space) if kern.space is not None else []:
             sm.initialize_from_data(xs, torch.as_tensor(np.nan_to_num(np.nanmean(y, 0))))
@@ -300,7 +335,7 @@ def station_out_scale(kern: StationKernel, data: list[tuple[torch.Tensor, torch.
         t_idx, s_idx = torch.nonzero(obs.reshape(ts.shape[0], xs.shape[0]), as_tuple=True)
         k = kern.outputscale * kern.kt(ts)[t_idx][:, t_idx] * kern.ks(xs)[s_idx][:, s_idx]
         k = k + kern.noise * torch.eye(len(t_idx), dtype=k.dtype)
-        r = y[obs] - kern.mean
+        r = y[obs] - kern.mean_grid(xs, ts).reshape(-1)[obs]
         chol = torch.linalg.cholesky(k)
         alpha = torch.cholesky_solve(r[:, None], chol)[:, 0]
         inverse = torch.cholesky_inverse(chol)
@@ -381,7 +416,8 @@ class StationPosterior:
                 ct = torch.as_tensor(c, dtype=torch.float64)
                 ks = self.kern.ks(ct, torch.as_tensor(self.coords, dtype=torch.float64)).numpy()  # (p, S)
                 ks_self = self.kern.ks(ct).diagonal().numpy()
-            mean = float(self.kern.mean.detach()) + s2 * (kt_all @ self.alpha @ ks.T)
+                prior_mean = self.kern.mean_grid(ct, torch.as_tensor(times[:, None], dtype=torch.float64)).numpy()
+            mean = prior_mean + s2 * (kt_all @ self.alpha @ ks.T)
             prior = s2 * kt_self[:, None] * ks_self[None, :]
             if grams is not None:
                 var = prior - s2**2 * np.einsum("ps,tsq,pq->tp", ks, grams, ks, optimize=True)
@@ -436,7 +472,9 @@ def condition(kern: StationKernel, coords: np.ndarray, times: np.ndarray, y: np.
     with torch.no_grad():
         ks = kern.ks(torch.as_tensor(coords, dtype=torch.float64)).numpy()
         kt = kern.kt(torch.as_tensor(times[:, None], dtype=torch.float64)).numpy()
-        s2, n2, mu = float(kern.outputscale), float(kern.noise), float(kern.mean)  # under no_grad
+        s2, n2 = float(kern.outputscale), float(kern.noise)  # under no_grad
+        mu = kern.mean_grid(torch.as_tensor(coords, dtype=torch.float64),
+                            torch.as_tensor(times[:, None], dtype=torch.float64)).numpy()
     r = np.where(mask, y - mu, 0.0)
     if inference == "exact":
         obs = mask.ravel()

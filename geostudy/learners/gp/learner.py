@@ -28,6 +28,8 @@ from geostudy.nn.training import seed_everything
 BASELINES = ("biharmonic", "griddata", "sklearn_gpr")
 GP_METRICS = ("rmse", "mae", "nlpd", "coverage95")
 
+_GRIDDED_MEAN = "a linear mean is for station data (data.source: stations); gridded fields use constant"
+
 
 def _metric_names() -> dict[str, str]:
     names = {"rmse": "minimize", "mae": "minimize", "nlpd": "minimize", "coverage95": "maximize",
@@ -120,6 +122,8 @@ class GpLearner(Learner):
         elif cfg.model.inference == "kronecker":
             raise ConfigError("'kronecker' inference is for station data (data.source: stations); gridded fields use "
                               "auto, exact or svgp", file=file, key="model.inference")
+        elif cfg.model.mean != "constant":
+            raise ConfigError(_GRIDDED_MEAN, file=file, key="model.mean")
         elif cfg.model.uses_patch_prior:  # the whole field: the prior must not have seen it
             load_patch_prior(cfg, gpdata.load_field(cfg.data, cfg.seed), file)
         elif cfg.data.source == "netcdf":
@@ -188,6 +192,8 @@ class GpLearner(Learner):
         if cfg.model.inference == "kronecker":
             raise ConfigError("'kronecker' inference is for station data (data.source: stations); gridded fields use "
                               "auto, exact or svgp", key="model.inference")
+        if cfg.model.mean != "constant":
+            raise ConfigError(_GRIDDED_MEAN, key="model.mean")
         device = resolve_device(cfg.device)
         dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
 
