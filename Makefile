@@ -33,7 +33,7 @@ browser:
 	else echo "warning: chromium missing and not root; the browser tests will be skipped"; fi
 
 test: install browser lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
 
 bench: install
 	$(BIN)/python bench/run.py all
