@@ -10,16 +10,14 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from pathlib import Path
 
 import optuna
 import pytest
 
 from geostudy.cli import run_main, study_main
-from geostudy.errors import DataError
 from geostudy.learners import RunContext, get_learner, list_learners
 from geostudy.study.spec import STUDY_DIR, parse_study
-from tests.conftest import SHARED_DATA
+from tests.conftest import check_config_or_skip
 
 LEARNERS = list_learners()
 # The end-to-end test runs the first trials of each quick study: enough for a best trial, the artifacts and a
@@ -32,12 +30,7 @@ def test_default_config_is_complete_and_valid(name):
     learner = get_learner(name)
     config = learner.default_config()
     assert list(config)[:2] == ["learner", "seed"] and config["learner"] == name
-    try:
-        learner.check_config(config)
-    except DataError as err:  # a default that reads ../shared/data: skip cleanly where it is absent
-        if err.file and Path(err.file).resolve().is_relative_to(SHARED_DATA.resolve()) and not SHARED_DATA.is_dir():
-            pytest.skip(f"{err.file} is absent")
-        raise
+    check_config_or_skip(learner, config)
     assert learner.metrics and set(learner.metrics.values()) <= {"minimize", "maximize"}
 
 
