@@ -111,6 +111,7 @@ class OptimConfig:
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
     ema: float = 0.999
+    schedule: Literal["constant", "cosine"] = "constant"
 
     def validate(self, file: str | Path | None, prefix: str) -> None:
         check_range(self.lr, f"{prefix}lr", file=file, low=0, low_open=True)

@@ -61,6 +61,15 @@ class FittedModel:
     codes: FaciesCodes
 
 
+def lr_scheduler(optimizer: torch.optim.Optimizer, schedule: str,
+                 total_steps: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """``constant``: none. ``cosine``: the learning rate decays from ``optim.lr`` to 0 over the run (half a
+    cosine), which lets the last steps settle into a minimum instead of hovering at the full step size."""
+    if schedule == "constant":
+        return None
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+
+
 def train_model(cfg: ArdmConfig, ctx: RunContext) -> FittedModel:
     """Load the data, build the UNet and train it with AdamW, EMA and gradient clipping.
 
@@ -79,6 +88,7 @@ def train_model(cfg: ArdmConfig, ctx: RunContext) -> FittedModel:
     model = build_model(cfg).to(device)
     ema = Ema(model, cfg.optim.ema)
     optimizer = make_optimizer("adamw", model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    scheduler = lr_scheduler(optimizer, cfg.optim.schedule, cfg.train.epochs * cfg.train.steps_per_epoch)
 
     def train_epoch(epoch: int) -> float:
         model.train()
@@ -88,6 +98,8 @@ def train_model(cfg: ArdmConfig, ctx: RunContext) -> FittedModel:
                                    rot90=cfg.data.rot90)
             losses.append(train_step(model, optimizer, torch.as_tensor(batch, device=device), generator,
                                      cfg.optim.grad_clip))
+            if scheduler is not None:
+                scheduler.step()
             ema.update(model)
         return float(np.mean(losses))
 
