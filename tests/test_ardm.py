@@ -143,6 +143,55 @@ def test_unet_shapes_and_levels() -> None:
     assert out.shape == (2, 3, 8, 12)
 
 
+def _windowed_attention_by_hand(att, h: torch.Tensor, rows: list[int], cols: list[int]) -> torch.Tensor:
+    """Softmax(QK^T / sqrt(C)) V written out, separately inside each [rows] x [cols] window."""
+    qkv = att.qkv(att.norm(h))
+    c = h.shape[1]
+    q, k, v = qkv[:, :c], qkv[:, c:2 * c], qkv[:, 2 * c:]
+    out = torch.zeros_like(h)
+    for r0, r1 in zip(rows, rows[1:]):
+        for c0, c1 in zip(cols, cols[1:]):
+            qw, kw, vw = (t[:, :, r0:r1, c0:c1].flatten(2) for t in (q, k, v))  # (B, C, n)
+            weights = torch.softmax(qw.transpose(1, 2) @ kw / math.sqrt(c), dim=-1)  # (B, n, n)
+            out[:, :, r0:r1, c0:c1] = (vw @ weights.transpose(1, 2)).view(-1, c, r1 - r0, c1 - c0)
+    return h + att.proj(out)
+
+
+@pytest.mark.parametrize("shape, window, rows, cols", [
+    ((8, 8), 8, [0, 8], [0, 8]),  # the window covers the grid: global attention
+    ((8, 8), 4, [0, 4, 8], [0, 4, 8]),  # equal windows (the batched path)
+    ((8, 7), 3, [0, 2, 5, 8], [0, 2, 4, 7]),  # unequal windows of at most 3 (the loop path)
+])
+def test_attention_within_windows_matches_a_hand_computation(shape, window, rows, cols) -> None:
+    from geostudy.learners.ardm.model import Attention
+
+    torch.manual_seed(0)
+    att = Attention(8)
+    att.window = window
+    h = torch.randn(2, 8, *shape)
+    with torch.no_grad():
+        torch.testing.assert_close(att(h), _windowed_attention_by_hand(att, h, rows, cols), rtol=1e-5, atol=1e-5)
+        att.window = None
+        torch.testing.assert_close(att(h), _windowed_attention_by_hand(att, h, [0, shape[0]], [0, shape[1]]),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_unet_attention_window_is_the_training_patch_at_every_level() -> None:
+    from geostudy.learners.ardm.model import Attention
+
+    torch.manual_seed(0)
+    net = UNet(3, [4, 8, 8], depth=1, attention_levels=[0, 1, 2], attention_window=16).eval()
+    windows = sorted({m.window for m in net.modules() if isinstance(m, Attention)})
+    assert windows == [4, 8, 16]  # 16 pixels at full resolution, 8 at level 1, 4 at level 2
+    x, mask = torch.randint(0, 3, (1, 32, 32)), torch.rand(1, 32, 32) < 0.3
+    with torch.no_grad():
+        patch = net(x[:, :16, :16], mask[:, :16, :16])
+        windowed = net(x, mask)
+        net.set_attention_window(None)
+        torch.testing.assert_close(net(x[:, :16, :16], mask[:, :16, :16]), patch)  # patch-sized: the same
+        assert not torch.allclose(net(x, mask), windowed, atol=1e-4)  # larger grid: windows differ from global
+
+
 # ---------------------------------------------------------------------------------------------------
 # Sampling
 
@@ -341,6 +390,8 @@ def test_bad_config_values() -> None:
         learner.check_config(tiny_config(**{"model.attention": [5]}))
     with pytest.raises(ConfigError, match="eval.temperature"):
         learner.check_config(tiny_config(**{"eval.temperature": 0}))
+    with pytest.raises(ConfigError, match=r"simulate.attention.*window.*global"):
+        learner.check_config(tiny_config(**{"simulate.attention": "local"}))
     with pytest.raises(ConfigError, match=r"optim.schedule.*constant.*cosine"):
         learner.check_config(tiny_config(**{"optim.schedule": "linear"}))
 

@@ -71,7 +71,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Che
         raise DataError(f"not an ARDM checkpoint ({FORMAT}); use the checkpoint.pt a train run writes", file=path,
                         key="simulate.checkpoint")
     model = UNet(int(state["n_categories"]), [int(w) for w in state["widths"]], depth=int(state["depth"]),
-                 attention_levels=[int(a) for a in state["attention_levels"]])
+                 attention_levels=[int(a) for a in state["attention_levels"]], attention_window=int(state["patch"]))
     try:
         model.load_state_dict(state["state_dict"])
     except RuntimeError as err:

@@ -177,6 +177,7 @@ class SimulateConfig:
     call_budget: int = 256
     temperature: float = 1.0
     batch_size: int = 4
+    attention: Literal["window", "global"] = "window"
 
     def validate(self, file: str | Path | None, prefix: str) -> None:
         for name in ("n_realisations", "nx", "ny", "call_budget", "batch_size"):

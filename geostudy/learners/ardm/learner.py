@@ -38,7 +38,7 @@ from geostudy.nn.training import run_epochs
 def build_model(cfg: ArdmConfig) -> UNet:
     m = cfg.model
     return UNet(cfg.data.n_categories, m.widths, depth=m.depth, attention_levels=m.attention_levels(),
-                dropout=m.dropout)
+                dropout=m.dropout, attention_window=cfg.data.patch)
 
 
 def hard_data_for(cfg: ArdmConfig, held_out: np.ndarray, rng: np.random.Generator) -> tuple[HardData, np.ndarray | None]:

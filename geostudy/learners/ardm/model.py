@@ -58,20 +58,56 @@ class ResBlock(nn.Module):
         return out + self.skip(h)
 
 
+def _window_edges(n: int, window: int) -> list[int]:
+    """Edges of ``ceil(n / window)`` nearly equal windows covering ``0..n`` (each at most ``window``)."""
+    count = -(-n // window)
+    return [(i * n) // count for i in range(count + 1)]
+
+
 class Attention(nn.Module):
-    """Single-head self-attention over all pixels of a level."""
+    """Single-head self-attention over the pixels of a level, within windows of at most ``window`` x
+    ``window`` of them (``None``: over all of them).
+
+    The window is the extent of a training patch at this level: on a patch-sized grid it is global
+    attention, and on a larger grid every pixel attends over the context the network was trained on
+    (not a softmax over far more pixels than it ever saw), at a cost linear in the area instead of
+    quadratic.
+    """
 
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.norm = nn.GroupNorm(_groups(channels), channels)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.proj = nn.Conv2d(channels, channels, 1)
+        self.window: int | None = None
+
+    @staticmethod
+    def _attend(qkv: torch.Tensor) -> torch.Tensor:
+        """``(B, 3C, h, w)`` -> ``(B, C, h, w)``: attention over all ``h * w`` pixels."""
+        b, c3, hh, ww = qkv.shape
+        c = c3 // 3
+        q, k, v = qkv.reshape(b, 3, c, hh * ww).transpose(-1, -2).unbind(1)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, hw, C)
+        return out.transpose(-1, -2).reshape(b, c, hh, ww)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         b, c, hh, ww = h.shape
-        q, k, v = self.qkv(self.norm(h)).reshape(b, 3, c, hh * ww).transpose(-1, -2).unbind(1)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, HW, C)
-        return h + self.proj(out.transpose(-1, -2).reshape(b, c, hh, ww))
+        qkv = self.qkv(self.norm(h))
+        window = self.window
+        if window is None or (hh <= window and ww <= window):
+            return h + self.proj(self._attend(qkv))
+        rows, cols = _window_edges(hh, window), _window_edges(ww, window)
+        wh, wc = rows[1], cols[1]
+        if hh % wh == 0 and ww % wc == 0:  # equal windows: one batched call
+            nr, nc = hh // wh, ww // wc
+            tiles = qkv.reshape(b, 3 * c, nr, wh, nc, wc).permute(0, 2, 4, 1, 3, 5).reshape(b * nr * nc, 3 * c, wh, wc)
+            out = self._attend(tiles).reshape(b, nr, nc, c, wh, wc).permute(0, 3, 1, 4, 2, 5).reshape(b, c, hh, ww)
+        else:
+            out = torch.empty_like(h)
+            for r0, r1 in zip(rows, rows[1:]):
+                for c0, c1 in zip(cols, cols[1:]):
+                    out[:, :, r0:r1, c0:c1] = self._attend(qkv[:, :, r0:r1, c0:c1])
+        return h + self.proj(out)
 
 
 class UNet(nn.Module):
@@ -83,10 +119,14 @@ class UNet(nn.Module):
         depth: Residual blocks per level (the decoder has ``depth + 1``, one per skip).
         attention_levels: Levels (0 = full resolution) that get self-attention after each block.
         dropout: Dropout inside the residual blocks.
+        attention_window: The training patch side in pixels: attention at level ``l`` runs within
+            windows of ``attention_window / 2**l`` pixels of that level (see :class:`Attention`);
+            ``None`` attends over the whole grid at every size.
     """
 
     def __init__(self, n_classes: int, widths: Sequence[int], depth: int = 2,
-                 attention_levels: Sequence[int] = (), dropout: float = 0.0) -> None:
+                 attention_levels: Sequence[int] = (), dropout: float = 0.0,
+                 attention_window: int | None = None) -> None:
         super().__init__()
         self.n_classes = n_classes
         self.n_levels = len(widths)
@@ -128,6 +168,17 @@ class UNet(nn.Module):
         self.depth = depth
         self.norm_out = nn.GroupNorm(_groups(ch), ch)
         self.conv_out = nn.Conv2d(ch, n_classes, 3, padding=1)
+        self.set_attention_window(attention_window)
+
+    def set_attention_window(self, pixels: int | None) -> None:
+        """Attend within windows of ``pixels`` full-resolution pixels (the training patch), or globally."""
+        self.attention_window = pixels
+        levels = [lv for lv in range(self.n_levels) for _ in range(self.depth)]  # down_attn's levels
+        levels += [lv for lv in reversed(range(self.n_levels)) for _ in range(self.depth + 1)]  # up_attn's
+        modules = list(self.down_attn) + list(self.up_attn) + [self.mid_attn]
+        for module, level in zip(modules, levels + [self.n_levels - 1]):
+            if isinstance(module, Attention):
+                module.window = None if pixels is None else max(1, pixels >> level)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, K, H, W)`` for category indices ``x`` revealed where ``mask`` is True."""

@@ -91,6 +91,8 @@ def run_simulation(cfg: ArdmConfig, ctx: RunContext, metric_names: list[str]) ->
     sim = cfg.simulate
     device = resolve_device(cfg.device)
     model = ckpt.model.to(device)
+    if sim.attention == "global":
+        model.set_attention_window(None)
     k = len(ckpt.codes)
     ctx.log(f"simulating {sim.n_realisations} realisations of {sim.nx}x{sim.ny} cells (network trained on "
             f"{ckpt.patch}x{ckpt.patch} patches) with {len(hard) if hard else 0} hard data, {sim.call_budget} calls each")
