@@ -201,6 +201,10 @@ def test_simulate_mode_larger_grid_honours_wells_and_writes_gslib_netcdf(tmp_pat
     assert grid_shape_from_title(gs.title) == (24, 16, 1) and len(gs.names) == 5
     np.testing.assert_array_equal(gs.values.T.reshape(5, 16, 24), facies)
 
+    # Attention over the whole grid instead of patch-sized windows: the wells are honoured all the same.
+    whole = learner.run(apply_overrides(sim_cfg, {"simulate.attention": "global"}), RunContext(workdir=tmp_path / "g"))
+    assert whole.metrics["hard_data_honoured"] == 1.0
+
 
 def test_simulate_mode_bad_input_is_one_line(tmp_path: Path) -> None:
     learner = get_learner("ardm")
