@@ -396,25 +396,6 @@ def test_bad_config_values() -> None:
         learner.check_config(tiny_config(**{"optim.schedule": "linear"}))
 
 
-def test_cosine_schedule_decays_the_learning_rate_to_zero_over_the_run() -> None:
-    from geostudy.learners.ardm.learner import lr_scheduler
-
-    weight = torch.nn.Parameter(torch.zeros(1))
-    optimizer = torch.optim.AdamW([weight], lr=1e-3)
-    assert lr_scheduler(optimizer, "constant", 10) is None
-    scheduler = lr_scheduler(optimizer, "cosine", 10)
-    assert scheduler is not None
-    lrs = []
-    for _ in range(10):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
-    assert lrs[0] == pytest.approx(1e-3)
-    assert lrs[5] == pytest.approx(0.5e-3)  # half way down the half cosine
-    assert all(a > b for a, b in zip(lrs, lrs[1:]))
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
-
-
 def test_tiny_run_reports_metrics_and_figures(tmp_path: Path) -> None:
     reports: list[tuple[int, dict]] = []
     learner = get_learner("ardm")

@@ -67,6 +67,24 @@ def make_optimizer(
     return OPTIMIZERS[name](params, lr=lr, weight_decay=weight_decay)
 
 
+def make_scheduler(schedule: str, optimizer: torch.optim.Optimizer, total_steps: int, *,
+                   key: str = "optim.schedule") -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The learning-rate schedule over ``total_steps`` optimizer steps, stepped once per step.
+
+    ``none`` / ``constant``: no schedule (``None``). ``cosine``: from the optimizer's rate down to 0 along
+    half a cosine, so the last steps settle instead of hovering at the full step size. ``onecycle``: a
+    warm-up over the first 15 % to the optimizer's rate, then annealing (Smith's one-cycle policy).
+    """
+    if schedule in ("none", "constant"):
+        return None
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    if schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=optimizer.param_groups[0]["lr"],
+                                                   total_steps=total_steps, pct_start=0.15)
+    raise ConfigError(f"unknown schedule {schedule!r}; allowed: none, constant, cosine, onecycle", key=key)
+
+
 def check_finite(loss: torch.Tensor | float, step: int) -> float:
     """Return the loss as a float, or raise :class:`NonFiniteLossError` for NaN/inf."""
     value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)

@@ -29,7 +29,7 @@ from geostudy.learners.ardm.sampling import sample
 from geostudy.learners.ardm.simulate import check_simulation, run_simulation
 from geostudy.learners.ardm.train import Ema, bits_per_pixel, train_step
 from geostudy.learners.base import Learner, RunContext, RunResult
-from geostudy.nn import make_optimizer, resolve_device, seed_everything
+from geostudy.nn import make_optimizer, make_scheduler, resolve_device, seed_everything
 from geostudy.nn.device import sync_device
 from geostudy.nn.threads import torch_threads
 from geostudy.nn.training import run_epochs
@@ -61,15 +61,6 @@ class FittedModel:
     codes: FaciesCodes
 
 
-def lr_scheduler(optimizer: torch.optim.Optimizer, schedule: str,
-                 total_steps: int) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """``constant``: none. ``cosine``: the learning rate decays from ``optim.lr`` to 0 over the run (half a
-    cosine), which lets the last steps settle into a minimum instead of hovering at the full step size."""
-    if schedule == "constant":
-        return None
-    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-
-
 def train_model(cfg: ArdmConfig, ctx: RunContext) -> FittedModel:
     """Load the data, build the UNet and train it with AdamW, EMA and gradient clipping.
 
@@ -88,7 +79,7 @@ def train_model(cfg: ArdmConfig, ctx: RunContext) -> FittedModel:
     model = build_model(cfg).to(device)
     ema = Ema(model, cfg.optim.ema)
     optimizer = make_optimizer("adamw", model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    scheduler = lr_scheduler(optimizer, cfg.optim.schedule, cfg.train.epochs * cfg.train.steps_per_epoch)
+    scheduler = make_scheduler(cfg.optim.schedule, optimizer, cfg.train.epochs * cfg.train.steps_per_epoch)
 
     def train_epoch(epoch: int) -> float:
         model.train()

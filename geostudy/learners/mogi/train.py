@@ -19,7 +19,7 @@ from geostudy.learners.mogi.data import Simulator
 from geostudy.learners.mogi.evaluate import Predictor, target_metrics
 from geostudy.learners.mogi.model import TargetTransform, build_model, in_channels, map_features
 from geostudy.nn.device import resolve_device
-from geostudy.nn.training import make_optimizer, run_epochs, seed_everything
+from geostudy.nn.training import make_optimizer, make_scheduler, run_epochs, seed_everything
 
 CHECKPOINT_FORMAT = 2  # 2: + learner name and the validation residual quantiles (network intervals)
 READABLE_FORMATS = (1, 2)
@@ -57,9 +57,7 @@ def train_model(cfg: MogiConfig, sim: Simulator, ctx: RunContext) -> tuple[Predi
     val_y = transform.encode(val_values)
     optimizer = make_optimizer(cfg.optim.name, model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     steps_per_epoch = math.ceil(tc.n_train / tc.batch_size)
-    scheduler = (torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.optim.lr, total_steps=tc.epochs * steps_per_epoch,
-                                                     pct_start=0.15)
-                 if cfg.optim.schedule == "onecycle" else None)
+    scheduler = make_scheduler(cfg.optim.schedule, optimizer, tc.epochs * steps_per_epoch)
     loss_fn: nn.Module = nn.MSELoss() if tc.loss == "mse" else nn.L1Loss()
 
     def dataset() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
