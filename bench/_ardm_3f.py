@@ -112,14 +112,14 @@ def _call_seconds(model, side: int, device, repeats: int = 3) -> float:
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, model.n_classes, (1, side, side), generator=g).to(device)
     mask = (torch.rand(1, side, side, generator=g) < 0.5).to(device)
-    times = []
+
+    def call() -> None:
+        model(x, mask)
+        sync_device(device)
+
     with torch.inference_mode():
-        for _ in range(repeats):
-            sync_device(device)
-            start = time.perf_counter()
-            model(x, mask)
-            sync_device(device)
-            times.append(time.perf_counter() - start)
+        sync_device(device)
+        times = [_timed(call)[1] for _ in range(repeats)]
     return float(np.median(times))
 
 
@@ -225,13 +225,14 @@ def _grid_rows(cfg: ArdmConfig, fit: FittedModel, refs: list[ImageStats], sizes:
     grid128 = sample(model, n128, 128, budget=big_budget, seed=cfg.seed + 50, batch_size=n128, device=device,
                      temperature=temp).images
     call_window = _call_seconds(model, big, device)
+    window = model.attention_window
     model.set_attention_window(None)  # the same draws with attention over the whole grid (simulate.attention)
     try:
         grid128_global = sample(model, n128, 128, budget=big_budget, seed=cfg.seed + 50, batch_size=n128,
                                 device=device, temperature=temp).images
         call_global = _call_seconds(model, big, device)
     finally:
-        model.set_attention_window(size)
+        model.set_attention_window(window)
     # At the patch size: unconditional realisations, as many crops as the larger grids give.
     small = sample(model, 16, size, budget=big_budget, seed=cfg.seed + 51, batch_size=16, device=device,
                    temperature=temp).images
