@@ -47,7 +47,8 @@ from geostudy.nn.device import sync_device
 from geostudy.nn.threads import torch_threads
 
 # Training sizes: these (and only these, with the default config) decide the cached network.
-# eval.temperature stays at the config's 1.0 (README: ARDM, sampling temperature).
+# eval.temperature and eval.servo stay at the config's 1.0 and 0.25 (README: ARDM, sampling temperature,
+# servosystem).
 SIZES_3F = {
     # quick: 32x32 patches, a few minutes of training on a CPU; full: a deeper UNet, 5x the steps.
     True: {"threads": 1, "data.patch": 32, "data.generator.size": 320, "model.base_width": 16, "model.depth": 1,
@@ -123,15 +124,20 @@ def _call_seconds(model, side: int, device, repeats: int = 3) -> float:
     return float(np.median(times))
 
 
+def draw_settings(cfg: ArdmConfig, fit: FittedModel) -> dict:
+    """The sampler settings of ``cfg.eval`` (temperature, servosystem toward the training proportions)."""
+    return {"temperature": cfg.eval.temperature, "servo": cfg.eval.servo, "proportions": fit.proportions}
+
+
 def realisations(cfg: ArdmConfig, fit: FittedModel, sizes: dict, *, sis: bool = True, budget: int | None = None,
-                 temperature: float | None = None, seed_offset: int = 0) -> dict[str, list[np.ndarray]]:
+                 seed_offset: int = 0, **settings) -> dict[str, list[np.ndarray]]:
     """Per group: ours, SIS (optional), tiling, augmented tiling and augmented training patches, the same
     number of each; ours and SIS conditioned on the same well sets. Also ``honoured_*`` fractions."""
     from bench.ardm import tiling_baseline  # the baseline of the two-facies rows, the same here
 
     size, k = cfg.data.patch, cfg.data.n_categories
     budget = cfg.eval.call_budget if budget is None else budget
-    temperature = cfg.eval.temperature if temperature is None else temperature
+    settings = {**draw_settings(cfg, fit), **settings}  # e.g. servo=0 to compare with the plain network
     split = fit.split
     rng = np.random.default_rng(cfg.seed + 20 + seed_offset)
     n = sizes["sets"] * sizes["per_set"]
@@ -144,7 +150,7 @@ def realisations(cfg: ArdmConfig, fit: FittedModel, sizes: dict, *, sis: bool = 
             hard = HardData.draw(random_patches(split.val, 1, size, rng)[0], N_WELLS, rng)
             seed = cfg.seed + seed_offset + 1000 * g + s
             o = sample(fit.model, sizes["per_set"], size, budget=budget, hard=hard, seed=seed,
-                       batch_size=sizes["per_set"], device=fit.device, temperature=temperature).images
+                       batch_size=sizes["per_set"], device=fit.device, **settings).images
             ours.append(o)
             out["honoured_ours"].append(hard.honoured(o))
             if sis:
@@ -177,7 +183,8 @@ def _stat_rows(cfg: ArdmConfig, fit: FittedModel, refs: list[ImageStats], sizes:
     n_refs = sum(len(r) for r in refs)
     where = (f"{sizes['groups']} groups x {n} realisations of {size}x{size} per method ({sizes['sets']} sets of "
              f"{N_WELLS} wells each), vs {n_refs} patches of {sizes['groups']} other draws of the generator; "
-             f"{cfg.eval.call_budget} calls, T {cfg.eval.temperature:g}, val_bpp {fit.history[-1]['val_bpp']:.3f}")
+             f"{cfg.eval.call_budget} calls, T {cfg.eval.temperature:g}, servo {cfg.eval.servo:g}, "
+             f"val_bpp {fit.history[-1]['val_bpp']:.3f}")
     goal = "ours < both baselines, wells honoured 100%"
     units = {"variogram_mismatch": "relative L1", "connectivity_mismatch": "mean |diff|", "proportion_error": "max |diff|"}
 
@@ -209,7 +216,7 @@ def _stat_rows(cfg: ArdmConfig, fit: FittedModel, refs: list[ImageStats], sizes:
 
 def _grid_rows(cfg: ArdmConfig, fit: FittedModel, refs: list[ImageStats], sizes: dict) -> list[dict]:
     """The time of one 256x256 conditional realisation, and statistics of realisations on larger grids."""
-    size, k, temp = cfg.data.patch, cfg.data.n_categories, cfg.eval.temperature
+    size, k, settings = cfg.data.patch, cfg.data.n_categories, draw_settings(cfg, fit)
     max_lag, model, device, split = size // 2, fit.model, fit.device, fit.split
     ref = ImageStats.concat(refs)
     rng = np.random.default_rng(cfg.seed + 60)
@@ -218,24 +225,24 @@ def _grid_rows(cfg: ArdmConfig, fit: FittedModel, refs: list[ImageStats], sizes:
     wells = HardData.draw(truth, 100, rng)
     sync_device(device)
     big_ours, t_ours = _timed(lambda: sample(model, 1, big, budget=big_budget, hard=wells, seed=cfg.seed + 40,
-                                             batch_size=1, device=device, temperature=temp).images)
+                                             batch_size=1, device=device, **settings).images)
     sync_device(device)
     (big_sis, _), t_sis = _timed(lambda: sis_realisations(1, (big, big), split.train, k, hard=wells,
                                                          max_lag=max_lag, seed=cfg.seed + 41))
     grid128 = sample(model, n128, 128, budget=big_budget, seed=cfg.seed + 50, batch_size=n128, device=device,
-                     temperature=temp).images
+                     **settings).images
     call_window = _call_seconds(model, big, device)
     window = model.attention_window
     model.set_attention_window(None)  # the same draws with attention over the whole grid (simulate.attention)
     try:
         grid128_global = sample(model, n128, 128, budget=big_budget, seed=cfg.seed + 50, batch_size=n128,
-                                device=device, temperature=temp).images
+                                device=device, **settings).images
         call_global = _call_seconds(model, big, device)
     finally:
         model.set_attention_window(window)
     # At the patch size: unconditional realisations, as many crops as the larger grids give.
     small = sample(model, 16, size, budget=big_budget, seed=cfg.seed + 51, batch_size=16, device=device,
-                   temperature=temp).images
+                   **settings).images
     mm = {name: mismatch(image_stats(x, k, max_lag), ref)
           for name, x in (("128", crops(grid128, size)), ("128_global", crops(grid128_global, size)),
                           ("256", crops(big_ours, size)), ("patch", small))}

@@ -43,6 +43,6 @@ def cached_fit(cfg: ArdmConfig, tag: str) -> FittedModel:
     with tempfile.TemporaryDirectory() as tmp:
         fit = train_model(cfg, RunContext(workdir=Path(tmp), verbose=True))
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(path, fit.model, cfg, fit.codes)
+    save_checkpoint(path, fit.model, cfg, fit.codes, fit.proportions)
     history_path.write_text(json.dumps(fit.history))
     return fit

@@ -24,6 +24,7 @@ from geostudy.learners.ardm.evaluate import (
     indicator_variograms,
     mismatch,
 )
+from geostudy.learners.ardm.sampling import servo_bias
 from geostudy.learners.base import RunContext
 from geostudy.nn.threads import torch_threads
 
@@ -242,6 +243,41 @@ def test_temperature_sharpens_the_draws() -> None:
     assert share[0] == pytest.approx(0.4, abs=0.02)
     assert share[1] == pytest.approx(0.16 / 0.52, abs=0.02)
     assert share[2] == 0.0
+
+
+def test_servo_bias_hand_computed() -> None:
+    # 4 pixels, pixel 0 revealed as class 1, network 0.6 / 0.4 everywhere, target 0.5 / 0.5:
+    # still needed among the 3 free pixels (2 - 0, 2 - 1) / 3 = 2/3, 1/3; offset s * log(needed / 0.6, 0.4).
+    logits = torch.log(torch.tensor([0.6, 0.4])).expand(1, 4, 2)
+    x = torch.tensor([[1, 0, 0, 0]])
+    mask = torch.tensor([[True, False, False, False]])
+    bias = servo_bias(logits, x, mask, torch.tensor([0.5, 0.5]), 0.5)
+    assert bias.shape == (1, 1, 2)
+    np.testing.assert_allclose(bias[0, 0].numpy(), 0.5 * np.log([(2 / 3) / 0.6, (1 / 3) / 0.4]), rtol=1e-5)
+    # A facies already over its share is floored, and the offset capped at `limit` nats.
+    spent = servo_bias(logits, torch.tensor([[1, 1, 1, 0]]), torch.tensor([[True, True, True, False]]),
+                       torch.tensor([0.5, 0.5]), 1.0)
+    assert spent[0, 0, 1] == pytest.approx(-3.0) and spent[0, 0, 0] > 0
+
+
+def test_servo_steers_the_proportions_to_the_target() -> None:
+    # The network says 0.4 of class 1; the target says 0.2. Strength 1 matches it from the first call
+    # on and strength 0 leaves the network alone. Half strength draws 0.29 at the first call; the later
+    # calls, steered by what is still needed, bring the whole image close to the target.
+    net, target = _Fixed(), np.array([0.8, 0.2])
+    share = {s: float(sample(net, 64, 16, budget=8, seed=3, batch_size=64, proportions=target, servo=s).images.mean())
+             for s in (0.0, 0.5, 1.0)}
+    assert share[0.0] == pytest.approx(0.4, abs=0.02)
+    assert share[1.0] == pytest.approx(0.2, abs=0.02)
+    assert share[1.0] < share[0.5] < 0.25
+    # Hard data that already hold too much of class 1 lower its share among the free pixels further.
+    hard = HardData(rows=np.repeat(np.arange(16), 4), cols=np.tile(np.arange(4), 16), cats=np.ones(64, dtype=np.int64))
+    cond = sample(net, 16, 16, budget=8, seed=4, batch_size=16, hard=hard, proportions=target, servo=1.0).images
+    assert hard.honoured(cond) == 1.0
+    free_share = cond[:, :, 4:].mean()  # target 0.2 * 256 = 51.2 of class 1, 64 revealed: the rest near 0
+    assert free_share < 0.1 and cond.mean() == pytest.approx(0.25, abs=0.03)
+    with pytest.raises(ValueError, match="proportions"):
+        sample(net, 2, 8, budget=2, servo=0.5)
 
 
 # ---------------------------------------------------------------------------------------------------

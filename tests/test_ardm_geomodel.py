@@ -7,11 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from geostudy.config import apply_overrides, load_yaml
 from geostudy.errors import ConfigError, DataError
 from geostudy.io.gslib import grid_shape_from_title, read_gslib, write_gslib, write_gslib_grid
 from geostudy.learners import get_learner
+from geostudy.learners.ardm.checkpoint import load_checkpoint
 from geostudy.learners.ardm.config import GeneratorConfig
 from geostudy.learners.ardm.data import HardData, procedural_image
 from geostudy.learners.ardm.evaluate import indicator_variograms
@@ -204,6 +206,28 @@ def test_simulate_mode_larger_grid_honours_wells_and_writes_gslib_netcdf(tmp_pat
     # Attention over the whole grid instead of patch-sized windows: the wells are honoured all the same.
     whole = learner.run(apply_overrides(sim_cfg, {"simulate.attention": "global"}), RunContext(workdir=tmp_path / "g"))
     assert whole.metrics["hard_data_honoured"] == 1.0
+
+    # The servosystem steers toward the training proportions the checkpoint stores, or to the configured ones.
+    stored = load_checkpoint(ckpt).proportions
+    assert stored is not None and stored.sum() == pytest.approx(1.0) and (stored > 0).all()
+    steered = learner.run(apply_overrides(sim_cfg, {"simulate.servo": 0.5, "simulate.proportions": [0.2, 0.3, 0.5]}),
+                          RunContext(workdir=tmp_path / "servo"))
+    assert steered.metrics["hard_data_honoured"] == 1.0
+    shares = [np.array([r.tables["mean_probability"][str(c)] for c in CODES]) for r in (result, steered)]
+    assert np.abs(shares[1] - [0.2, 0.3, 0.5]).sum() < np.abs(shares[0] - [0.2, 0.3, 0.5]).sum()
+    with pytest.raises(ConfigError, match="simulate.proportions.*one share per facies code"):
+        learner.check_config(apply_overrides(sim_cfg, {"simulate.proportions": [0.5, 0.5]}))
+    with pytest.raises(ConfigError, match="simulate.proportions.*summing to 1"):
+        learner.check_config(apply_overrides(sim_cfg, {"simulate.proportions": [0.5, 0.5, 0.5]}))
+    old = torch.load(ckpt, weights_only=True)
+    del old["proportions"]  # a checkpoint written before the proportions were stored
+    torch.save(old, tmp_path / "old.pt")
+    old_cfg = apply_overrides(sim_cfg, {"simulate.checkpoint": str(tmp_path / "old.pt")})
+    learner.check_config(apply_overrides(old_cfg, {"simulate.servo": 0.0}))
+    learner.check_config(apply_overrides(old_cfg, {"simulate.proportions": [0.2, 0.3, 0.5]}))
+    with pytest.raises(ConfigError, match="simulate.servo.*predates") as err:
+        learner.check_config(old_cfg)
+    assert "\n" not in str(err.value)
 
 
 def test_simulate_mode_bad_input_is_one_line(tmp_path: Path) -> None:

@@ -21,11 +21,13 @@ FORMAT = "geostudy-ardm/1"
 
 @dataclass
 class Checkpoint:
-    """A trained network (eval mode), its facies codes and the side of its training patches."""
+    """A trained network (eval mode), its facies codes, the side of its training patches and the facies
+    proportions of its training region (``None`` in checkpoints written before they were stored)."""
 
     model: UNet
     codes: FaciesCodes
     patch: int
+    proportions: np.ndarray | None = None
 
     @property
     def size_factor(self) -> int:
@@ -33,8 +35,9 @@ class Checkpoint:
         return 2 ** (self.model.n_levels - 1)
 
 
-def save_checkpoint(path: str | Path, model: torch.nn.Module, cfg: ArdmConfig, codes: FaciesCodes) -> Path:
-    """Write the weights with the UNet's shape, the codes and the patch side."""
+def save_checkpoint(path: str | Path, model: torch.nn.Module, cfg: ArdmConfig, codes: FaciesCodes,
+                    proportions: np.ndarray) -> Path:
+    """Write the weights with the UNet's shape, the codes, the patch side and the training proportions."""
     m = cfg.model
     state = {
         "format": FORMAT,
@@ -46,6 +49,7 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, cfg: ArdmConfig, c
         "codes": [float(c) for c in codes.codes],
         "integer_codes": bool(np.issubdtype(codes.codes.dtype, np.integer)),
         "patch": cfg.data.patch,
+        "proportions": [float(p) for p in proportions],
     }
     path = Path(path)
     torch.save(state, path)
@@ -79,4 +83,6 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Che
                         key="simulate.checkpoint") from None
     dtype = np.int64 if state.get("integer_codes", True) else np.float64
     codes = FaciesCodes(codes=np.asarray(state["codes"], dtype=np.float64).astype(dtype))
-    return Checkpoint(model=model.to(device).eval(), codes=codes, patch=int(state["patch"]))
+    props = state.get("proportions")
+    return Checkpoint(model=model.to(device).eval(), codes=codes, patch=int(state["patch"]),
+                      proportions=None if props is None else np.asarray(props, dtype=np.float64))

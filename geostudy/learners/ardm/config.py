@@ -139,6 +139,7 @@ class EvalConfig:
     sample_size: int | None = None
     call_budget: int = 64
     temperature: float = 1.0
+    servo: float = 0.25
     batch_size: int = 16
     n_hard: int = 20
     hard_data: list[list[int]] | None = None
@@ -150,6 +151,7 @@ class EvalConfig:
         for name in ("n_samples", "call_budget", "batch_size", "n_conditional", "n_reference"):
             check_range(getattr(self, name), f"{prefix}{name}", file=file, low=1)
         check_range(self.temperature, f"{prefix}temperature", file=file, low=0.0, low_open=True, high=2.0)
+        check_range(self.servo, f"{prefix}servo", file=file, low=0.0, high=1.0)
         check_range(self.n_hard, f"{prefix}n_hard", file=file, low=0)
         if self.sample_size is not None:
             check_range(self.sample_size, f"{prefix}sample_size", file=file, low=4)
@@ -176,6 +178,8 @@ class SimulateConfig:
     coordinates: Literal["grid", "world"] = "grid"
     call_budget: int = 256
     temperature: float = 1.0
+    servo: float = 0.25
+    proportions: list[float] | None = None
     batch_size: int = 4
     attention: Literal["window", "global"] = "window"
 
@@ -183,6 +187,11 @@ class SimulateConfig:
         for name in ("n_realisations", "nx", "ny", "call_budget", "batch_size"):
             check_range(getattr(self, name), f"{prefix}{name}", file=file, low=1)
         check_range(self.temperature, f"{prefix}temperature", file=file, low=0.0, low_open=True, high=2.0)
+        check_range(self.servo, f"{prefix}servo", file=file, low=0.0, high=1.0)
+        if self.proportions is not None and (min(self.proportions, default=0) <= 0
+                                             or abs(sum(self.proportions) - 1.0) > 1e-3):
+            raise ConfigError(f"must be one share per facies (in the checkpoint's code order), each > 0, summing to "
+                              f"1, but got {self.proportions!r}", file=file, key=f"{prefix}proportions")
         if len(self.origin) != 2:
             raise ConfigError(f"must be [x0, y0], but got {self.origin!r}", file=file, key=f"{prefix}origin")
         if len(self.spacing) != 2 or min(self.spacing) <= 0:

@@ -22,7 +22,7 @@ from geostudy.learners.ardm.data import (
     random_patches,
     split_image,
 )
-from geostudy.learners.ardm.evaluate import image_stats, mismatch
+from geostudy.learners.ardm.evaluate import image_stats, mismatch, proportions
 from geostudy.learners.ardm.images import FaciesCodes
 from geostudy.learners.ardm.model import UNet
 from geostudy.learners.ardm.sampling import sample
@@ -59,6 +59,11 @@ class FittedModel:
     history: list[dict[str, float]]
     device: torch.device
     codes: FaciesCodes
+
+    @property
+    def proportions(self) -> np.ndarray:
+        """Facies proportions of the training region: the servosystem's target and the checkpoint's."""
+        return proportions(self.split.train, len(self.codes))
 
 
 def train_model(cfg: ArdmConfig, ctx: RunContext) -> FittedModel:
@@ -149,13 +154,13 @@ class ArdmLearner(Learner):
         ctx.log(f"sampling {cfg.eval.n_samples} realisations of {size}x{size} in {cfg.eval.call_budget} calls")
         sync_device(device)
         start = time.perf_counter()
+        servo: dict[str, Any] = {"temperature": cfg.eval.temperature, "proportions": fit.proportions, "servo": cfg.eval.servo}
         uncond = sample(fit.model, cfg.eval.n_samples, size, budget=cfg.eval.call_budget, seed=cfg.seed + 4,
-                        batch_size=cfg.eval.batch_size, device=device, temperature=cfg.eval.temperature)
+                        batch_size=cfg.eval.batch_size, device=device, **servo)
         sync_device(device)
         seconds = time.perf_counter() - start
         cond = sample(fit.model, cfg.eval.n_conditional, size, budget=cfg.eval.call_budget, hard=hard,
-                      seed=cfg.seed + 5, batch_size=cfg.eval.batch_size, device=device,
-                      temperature=cfg.eval.temperature)
+                      seed=cfg.seed + 5, batch_size=cfg.eval.batch_size, device=device, **servo)
 
         # Evaluation against held-out patches of the training image.
         max_lag = cfg.eval.max_lag or size // 2
@@ -173,7 +178,8 @@ class ArdmLearner(Learner):
         workdir = Path(ctx.workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         files = {"samples": workdir / "samples.npy", "conditional_samples": workdir / "conditional_samples.npy",
-                 "checkpoint": save_checkpoint(workdir / "checkpoint.pt", fit.model, cfg, fit.codes)}
+                 "checkpoint": save_checkpoint(workdir / "checkpoint.pt", fit.model, cfg, fit.codes,
+                                               fit.proportions)}
         # Category indices (0..K-1), as the statistics use them; mode: simulate writes facies codes.
         np.save(files["samples"], uncond.images.astype(np.uint8))
         np.save(files["conditional_samples"], cond.images.astype(np.uint8))

@@ -38,10 +38,44 @@ def chunk_edges(n_free: int, budget: int) -> np.ndarray:
     return (np.arange(steps + 1) * n_free) // steps
 
 
+def servo_bias(logits: torch.Tensor, x: torch.Tensor, mask: torch.Tensor, target: torch.Tensor,
+               strength: float, floor: float = 1e-3, limit: float = 3.0) -> torch.Tensor:
+    """Per-realisation logit offsets ``(B, 1, K)`` that steer the facies proportions toward ``target``.
+
+    A servosystem as in SNESIM (Strebelle, 2002), in logit space: the share of each facies still
+    needed among the unrevealed pixels, ``r_k = (target_k * D - revealed_k) / unrevealed``, is set
+    against the network's mean prediction ``m_k`` over those pixels, and ``strength * log(r_k / m_k)``
+    is added to every pixel's logits. Because ``r`` counts what is already revealed, a realisation that
+    has drawn too much of a facies is steered back by the later calls. A logit offset (rather than the
+    original's additive probability) leaves pixels the network is sure of nearly unchanged, so the
+    correction falls on the uncertain ones and the patterns keep their shape.
+
+    Args:
+        logits: ``(B, D, K)`` network logits.
+        x: ``(B, D)`` current categories (valid where ``mask``).
+        mask: ``(B, D)`` revealed pixels.
+        target: ``(K,)`` proportions summing to 1.
+        strength: 0 (no correction) to 1 (match the needed share to first order).
+        floor: Lowest share either side of the ratio may take, so a spent facies is damped, not banned.
+        limit: Largest offset in nats either way.
+    """
+    k = logits.shape[-1]
+    free = (~mask).float()  # (B, D)
+    n_free = free.sum(1, keepdim=True).clamp_min(1.0)  # (B, 1)
+    revealed = torch.nn.functional.one_hot(x, k).float() * mask.unsqueeze(-1).float()  # (B, D, K)
+    needed = (target * mask.shape[1] - revealed.sum(1)) / n_free  # (B, K)
+    needed = needed.clamp_min(floor)
+    needed = needed / needed.sum(1, keepdim=True)
+    predicted = (torch.softmax(logits.float(), -1) * free.unsqueeze(-1)).sum(1) / n_free  # (B, K)
+    bias = strength * (needed.log() - predicted.clamp_min(floor).log())
+    return bias.clamp(-limit, limit).unsqueeze(1)
+
+
 @torch.no_grad()
 def sample(model: nn.Module, n: int, size: int | tuple[int, int], *, budget: int, hard: HardData | None = None, seed: int = 0,
            batch_size: int = 16, device: torch.device | str = "cpu",
-           progress: Callable[[str], None] | None = None, temperature: float = 1.0) -> Samples:
+           progress: Callable[[str], None] | None = None, temperature: float = 1.0,
+           proportions: np.ndarray | None = None, servo: float = 0.0) -> Samples:
     """Draw ``n`` realisations of ``size x size`` pixels.
 
     Args:
@@ -58,7 +92,11 @@ def sample(model: nn.Module, n: int, size: int | tuple[int, int], *, budget: int
         temperature: Divides the logits before each draw. 1 draws from the network's conditionals;
             below 1 sharpens them, which offsets the independent draws of the many pixels revealed
             in one call (they cannot see each other, so a chunk comes out noisier than the joint).
+        proportions: Target facies proportions ``(K,)`` for the servosystem (those of the training image).
+        servo: Servosystem strength in [0, 1]; 0 draws from the network as it is. See :func:`servo_bias`.
     """
+    if servo > 0 and proportions is None:
+        raise ValueError("a servosystem (servo > 0) needs the target proportions")
     model.eval()
     device = torch.device(device)
     height, width = (size, size) if isinstance(size, int) else size
@@ -76,6 +114,7 @@ def sample(model: nn.Module, n: int, size: int | tuple[int, int], *, budget: int
         flat = torch.zeros(0, dtype=torch.long, device=device)
         cats = torch.zeros(0, dtype=torch.long, device=device)
     n_free = d - len(flat)
+    target = None if proportions is None else torch.as_tensor(proportions, dtype=torch.float32, device=device)
     edges = torch.as_tensor(chunk_edges(n_free, budget), device=device)
     out, entropy = [], None
     n_calls = -(-n // batch_size) * (len(edges) - 1)
@@ -100,6 +139,8 @@ def sample(model: nn.Module, n: int, size: int | tuple[int, int], *, budget: int
                 ent = -(logp.exp() * logp).sum(-1) / LN2
                 ent[flat] = 0.0  # known pixels carry no uncertainty
                 entropy = ent.view(height, width).cpu().numpy()
+            if target is not None and servo > 0:
+                logits = logits + servo_bias(logits, x, mask, target, servo)
             u = torch.rand(logits.shape, generator=generator, device=device).clamp_(1e-20, 1.0)
             draw = (logits / temperature - torch.log(-torch.log(u))).argmax(-1)  # Gumbel-max: one categorical draw per pixel
             chosen = (rank >= edges[k]) & (rank < edges[k + 1])

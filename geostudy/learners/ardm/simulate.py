@@ -19,7 +19,7 @@ from geostudy.errors import ConfigError
 from geostudy.io.gslib import write_gslib_grid
 from geostudy.learners.ardm import plots
 from geostudy.learners.ardm.checkpoint import Checkpoint, load_checkpoint
-from geostudy.learners.ardm.config import ArdmConfig
+from geostudy.learners.ardm.config import ArdmConfig, SimulateConfig
 from geostudy.learners.ardm.data import HardData
 from geostudy.learners.ardm.images import FaciesCodes
 from geostudy.learners.ardm.sampling import sample
@@ -28,10 +28,24 @@ from geostudy.learners.base import RunContext, RunResult
 from geostudy.nn import resolve_device
 
 
+def target_proportions(sim: SimulateConfig, ckpt: Checkpoint) -> np.ndarray | None:
+    """The servosystem's target: ``simulate.proportions`` if given, else the checkpoint's training image's."""
+    if sim.proportions is not None:
+        if len(sim.proportions) != len(ckpt.codes):
+            raise ConfigError(f"needs one share per facies code {[float(c) for c in ckpt.codes.codes]} of the "
+                              f"checkpoint, but got {len(sim.proportions)}", key="simulate.proportions")
+        return np.asarray(sim.proportions, dtype=np.float64)
+    if sim.servo > 0 and ckpt.proportions is None:
+        raise ConfigError("the checkpoint predates stored training proportions; give simulate.proportions (one "
+                          "share per facies) or set simulate.servo: 0", key="simulate.servo")
+    return ckpt.proportions
+
+
 def check_simulation(cfg: ArdmConfig) -> tuple[Checkpoint, HardData | None]:
     """Load the checkpoint and the wells, and check the grid fits the network, before any output."""
     sim = cfg.simulate
     ckpt = load_checkpoint(sim.checkpoint or "", device="cpu")
+    target_proportions(sim, ckpt)
     for key, n in (("nx", sim.nx), ("ny", sim.ny)):
         if n % ckpt.size_factor:
             raise ConfigError(f"must be a multiple of {ckpt.size_factor} for the checkpoint's UNet with "
@@ -95,10 +109,12 @@ def run_simulation(cfg: ArdmConfig, ctx: RunContext, metric_names: list[str]) ->
         model.set_attention_window(None)
     k = len(ckpt.codes)
     ctx.log(f"simulating {sim.n_realisations} realisations of {sim.nx}x{sim.ny} cells (network trained on "
-            f"{ckpt.patch}x{ckpt.patch} patches) with {len(hard) if hard else 0} hard data, {sim.call_budget} calls each")
+            f"{ckpt.patch}x{ckpt.patch} patches) with {len(hard) if hard else 0} hard data, {sim.call_budget} calls each"
+            + (f", servosystem {sim.servo:g}" if sim.servo > 0 else ""))
     start = time.perf_counter()
     out = sample(model, sim.n_realisations, (sim.ny, sim.nx), budget=sim.call_budget, hard=hard, seed=cfg.seed,
-                 batch_size=sim.batch_size, device=device, progress=ctx.log, temperature=sim.temperature)
+                 batch_size=sim.batch_size, device=device, progress=ctx.log, temperature=sim.temperature,
+                 proportions=target_proportions(sim, ckpt), servo=sim.servo)
     seconds = time.perf_counter() - start
     prob = facies_probabilities(out.images, k)
     entropy = entropy_bits(prob)
