@@ -114,6 +114,15 @@ def test_codes_are_mapped_and_restored(tmp_path: Path) -> None:
         read_training_file(tmp_path / "plain.dat", 3)
     idx, _ = read_training_file(tmp_path / "plain.dat", 3, grid=[40, 40])
     assert idx.shape == (40, 40)
+    # GSLIB's missing-value flag (-999) in a training image: one line naming the first such cell.
+    holed = coded.copy()
+    holed[2, 5] = holed[7, 1] = -999
+    write_gslib_grid(tmp_path / "holed.gslib", "facies", ["facies"], holed[None])
+    with pytest.raises(DataError, match=r"2 cells hold a missing-value flag .* ix 6, iy 3 \(record 86\)") as err:
+        read_training_file(tmp_path / "holed.gslib", 3)
+    assert "\n" not in str(err.value) and "holed.gslib" in str(err.value)
+    idx, codes = read_training_file(tmp_path / "holed.gslib", 4, missing=None)  # -999 as a fourth code
+    assert codes.codes.tolist() == [-999, *CODES]
     # Through the learner, before anything runs: one line naming the file.
     cfg = apply_overrides(load_yaml(ROOT / "configs" / "ardm.yaml"),
                           {**TINY, "data.path": str(tmp_path / "ti.gslib"), "data.n_categories": 2})

@@ -40,6 +40,7 @@ class DataConfig:
     codes: list[float] | None = None
     variable: int | str = 0
     grid: list[int] | None = None
+    missing: float | None = -999.0
     downsample: int = 1
     patch: int = 64
     val_fraction: float = 0.2

@@ -99,7 +99,7 @@ class TrainingImage:
 
 def _read_file(cfg: DataConfig) -> tuple[np.ndarray, FaciesCodes]:
     return read_training_file(resolve_path(cfg.path or ""), cfg.n_categories, thresholds=cfg.thresholds, codes=cfg.codes,
-                              variable=cfg.variable, grid=cfg.grid)
+                              variable=cfg.variable, grid=cfg.grid, missing=cfg.missing)
 
 
 def _tuple(values: Sequence[float] | Sequence[int] | None) -> tuple | None:
@@ -108,8 +108,9 @@ def _tuple(values: Sequence[float] | Sequence[int] | None) -> tuple | None:
 
 @functools.lru_cache(maxsize=8)
 def _checked_shape(path: Path, mtime_ns: int, n_categories: int, thresholds: tuple | None, codes: tuple | None,
-                   variable: str | int, grid: tuple | None) -> tuple[int, int]:
-    image, _ = read_training_file(path, n_categories, thresholds=thresholds, codes=codes, variable=variable, grid=grid)
+                   variable: str | int, grid: tuple | None, missing: float | None) -> tuple[int, int]:
+    image, _ = read_training_file(path, n_categories, thresholds=thresholds, codes=codes, variable=variable, grid=grid,
+                                  missing=missing)
     return image.shape  # type: ignore[return-value]
 
 
@@ -124,7 +125,7 @@ def check_training_image(cfg: DataConfig, min_size: int) -> None:
         if not path.is_file():
             _read_file(cfg)  # raises the DataError naming the file
         h, w = _checked_shape(path, path.stat().st_mtime_ns, cfg.n_categories, _tuple(cfg.thresholds),
-                              _tuple(cfg.codes), cfg.variable, _tuple(cfg.grid))
+                              _tuple(cfg.codes), cfg.variable, _tuple(cfg.grid), cfg.missing)
     else:
         h = w = cfg.generator.size
     check_split((h // cfg.downsample, w // cfg.downsample), cfg.val_fraction, min_size)

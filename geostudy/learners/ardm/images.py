@@ -112,10 +112,13 @@ def read_npy(path: Path) -> np.ndarray:
     return arr
 
 
-def read_gslib_grid(path: Path, variable: str | int, grid: Sequence[int] | None) -> np.ndarray:
+def read_gslib_grid(path: Path, variable: str | int, grid: Sequence[int] | None,
+                    missing: float | None = -999.0) -> np.ndarray:
     """A GSLIB grid file's variable as a ``(ny, nx)`` array (row 0 = the first record row, smallest y).
 
     The grid size comes from ``grid`` (``[nx, ny]``), else from a title starting with ``nx ny nz``.
+    Values at or below ``missing`` are GSLIB's missing-value flags (its trimming limit); a training
+    image must code every cell, so any is an error naming the first such cell.
     """
     data = read_gslib(path)
     values = data.column(variable, file=path, key="data.variable")
@@ -131,7 +134,14 @@ def read_gslib_grid(path: Path, variable: str | int, grid: Sequence[int] | None)
         raise DataError(f"holds {len(values)} records, not a whole number of {nx}x{ny} slices (data.grid)", file=path)
     if not np.isfinite(values).all():
         raise DataError("holds NaN or infinite values; a training image must code every cell", file=path)
-    return values[: nx * ny].reshape(ny, nx)  # x fastest; a 3-D file gives its first slice
+    image = values[: nx * ny].reshape(ny, nx)  # x fastest; a 3-D file gives its first slice
+    if missing is not None and (image <= missing).any():
+        n = int((image <= missing).sum())
+        row, col = np.argwhere(image <= missing)[0]
+        raise DataError(f"{n} cells hold a missing-value flag (<= {missing:g}, data.missing), the first at ix {col + 1}, "
+                        f"iy {row + 1} (record {row * nx + col + 1}); a training image must code every cell: fill "
+                        f"or crop them, or set data.missing if {missing:g} is a facies code", file=path)
+    return image
 
 
 def image_format(path: Path) -> str:
@@ -146,7 +156,7 @@ def image_format(path: Path) -> str:
 
 def read_training_file(path: Path, n_categories: int, *, thresholds: Sequence[float] | None = None,
                        codes: Sequence[float] | None = None, variable: str | int = 0,
-                       grid: Sequence[int] | None = None) -> tuple[np.ndarray, FaciesCodes]:
+                       grid: Sequence[int] | None = None, missing: float | None = -999.0) -> tuple[np.ndarray, FaciesCodes]:
     """A training image file as ``(category indices (H, W), codes)``.
 
     Raises:
@@ -165,7 +175,7 @@ def read_training_file(path: Path, n_categories: int, *, thresholds: Sequence[fl
                 FaciesCodes.identity(n_categories)
         what = "grey level"
     else:
-        raw = read_npy(path) if kind == "npy" else read_gslib_grid(path, variable, grid)
+        raw = read_npy(path) if kind == "npy" else read_gslib_grid(path, variable, grid, missing)
         what = "facies code"
     facies = codes_of(raw, n_categories, codes, file=path, what=what)
     return facies.encode(raw, what=what, file=path), facies
