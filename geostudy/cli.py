@@ -168,7 +168,8 @@ def study_main(argv: Sequence[str] | None = None) -> int:
                         help="worker processes on this machine sharing the study's storage (default 1)")
     parser.add_argument("--no-wait", action="store_true",
                         help="with nothing left to start, end at once instead of waiting for other workers' running trials")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a --jobs child: no summary
+    # A --jobs child, numbered 1..jobs-1: no summary, and its seeded sampler is offset by its number.
+    parser.add_argument("--worker", type=_positive_int, help=argparse.SUPPRESS)
     review = parser.add_argument_group("review a stored study (no new trials are run)")
     review.add_argument("--copy-to", metavar="URL",
                         help="copy the study from --storage to another storage, e.g. sqlite:///out/S/S.db")
@@ -204,7 +205,7 @@ def _study(args: argparse.Namespace) -> int:
         return _review(args, plan)
     plan.study_dir.mkdir(parents=True, exist_ok=True)
     _log_to_file(plan.study_dir / f"{spec.name}.log")
-    study = load_or_create(plan)
+    study = load_or_create(plan, worker=args.worker or 0)
     done = finished_count(study)
     target = f"{n_trials} finished trials" if n_trials else f"{timeout:.0f} s"
     print(f"study {spec.name}: learner {spec.learner.name}, sampler {spec.sampler.name}, pruner {spec.pruner.name}; "
@@ -276,7 +277,7 @@ def _close(study: Any) -> None:
 
 def _start_workers(args: argparse.Namespace, plan: Any) -> list[subprocess.Popen]:
     """Start ``--jobs - 1`` more worker processes on the same study (this process is one too)."""
-    argv = ["--study", str(plan.spec.file), "--out", str(plan.out_dir), "--worker"]
+    argv = ["--study", str(plan.spec.file), "--out", str(plan.out_dir)]
     if plan.n_trials is not None:
         argv += ["--n-trials", str(plan.n_trials)]
     if plan.timeout is not None:
@@ -289,7 +290,8 @@ def _start_workers(args: argparse.Namespace, plan: Any) -> list[subprocess.Popen
         argv.append("--no-wait")
     env = {**os.environ, STORAGE_ENV: plan.storage_url}
     code = "import sys; from geostudy.cli import study_main; sys.exit(study_main(sys.argv[1:]))"
-    return [subprocess.Popen([sys.executable, "-c", code, *argv], env=env) for _ in range(args.jobs - 1)]
+    return [subprocess.Popen([sys.executable, "-c", code, *argv, "--worker", str(i)], env=env)
+            for i in range(1, args.jobs)]
 
 
 def _stop_workers(children: list[subprocess.Popen]) -> None:

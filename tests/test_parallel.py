@@ -53,6 +53,8 @@ def test_sqlite_jobs_4_runs_200_trials_without_lock_errors(tmp_path):
     trials = optuna.load_study(study_name="s", storage=url).trials
     assert Counter(t.state.name for t in trials) == {"COMPLETE": 200}
     assert sorted(t.number for t in trials) == list(range(200))
+    # The study's random sampler is seeded; each worker offsets the seed, so none replays another's draws.
+    assert len({t.params["x"] for t in trials}) == 200
 
 
 def test_postgres_workers_share_one_study(tmp_path, fresh_pg_db):
@@ -67,7 +69,6 @@ def test_postgres_workers_share_one_study(tmp_path, fresh_pg_db):
     trials = optuna.load_study(study_name="s", storage=fresh_pg_db).trials
     assert Counter(t.state.name for t in trials) == {"COMPLETE": 24}
     assert len({t.number for t in trials}) == 24
-    assert "postgres:@" not in outs[0][0] or True  # the URL has no password to leak here; see redaction test
     # copy the finished study into a per-study SQLite file for dashboard review
     target = tmp_path / "review.db"
     proc = subprocess.run([*cmd, "--copy-to", f"sqlite:///{target}"], cwd=ROOT, capture_output=True, text=True)

@@ -55,8 +55,11 @@ class StudyPlan:
         return artifact_dir(self.out_dir, self.spec.name)
 
 
-def load_or_create(plan: StudyPlan) -> optuna.Study:
-    """Open the study in its storage, creating it (and enqueuing ``enqueue:``) the first time."""
+def load_or_create(plan: StudyPlan, worker: int = 0) -> optuna.Study:
+    """Open the study in its storage, creating it (and enqueuing ``enqueue:``) the first time.
+
+    ``worker`` numbers the processes of one ``--jobs`` run (0 = the parent); see :func:`make_sampler`.
+    """
     spec = plan.spec
     plan.study_dir.mkdir(parents=True, exist_ok=True)
     from geostudy.study.notes import StaleTrialNote
@@ -71,6 +74,9 @@ def load_or_create(plan: StudyPlan) -> optuna.Study:
                               f"asks for {spec.directions}; use another name or storage", file=spec.file, key="directions")
     study = optuna.create_study(storage=storage, study_name=spec.name, directions=list(spec.directions),  # type: ignore[arg-type]
                                 sampler=spec.make_sampler(), pruner=spec.make_pruner(), load_if_exists=True)
+    stored = sum(trial_counts(study).values()) if spec.name in existing else 0
+    if stored or worker:  # neither a resume nor a sibling worker may replay the first proposals
+        study.sampler = spec.make_sampler(stored=stored, worker=worker)
     if spec.name not in existing:
         study.set_metric_names(spec.metrics)
         study.set_user_attr("learner", spec.learner.name)

@@ -57,8 +57,8 @@ class StudySpec:
         """The fully resolved config of a trial: base config, fixed overrides, then the trial's params."""
         return apply_overrides(self.base_config, {**self.fixed, **params}, source=self.file)
 
-    def make_sampler(self):
-        return make_sampler(self.sampler, self.space, len(self.metrics), file=self.file)
+    def make_sampler(self, stored: int = 0, worker: int = 0):
+        return make_sampler(self.sampler, self.space, len(self.metrics), file=self.file, stored=stored, worker=worker)
 
     def make_pruner(self):
         return make_pruner(self.pruner, file=self.file)
