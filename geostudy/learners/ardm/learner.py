@@ -152,15 +152,16 @@ class ArdmLearner(Learner):
 
         # Sampling: unconditional (timed) and conditional on the hard data.
         ctx.log(f"sampling {cfg.eval.n_samples} realisations of {size}x{size} in {cfg.eval.call_budget} calls")
+        # How each realisation is drawn (temperature, servosystem toward the training proportions).
+        draw: dict[str, Any] = {"temperature": cfg.eval.temperature, "proportions": fit.proportions, "servo": cfg.eval.servo}
         sync_device(device)
         start = time.perf_counter()
-        servo: dict[str, Any] = {"temperature": cfg.eval.temperature, "proportions": fit.proportions, "servo": cfg.eval.servo}
         uncond = sample(fit.model, cfg.eval.n_samples, size, budget=cfg.eval.call_budget, seed=cfg.seed + 4,
-                        batch_size=cfg.eval.batch_size, device=device, **servo)
+                        batch_size=cfg.eval.batch_size, device=device, **draw)
         sync_device(device)
         seconds = time.perf_counter() - start
         cond = sample(fit.model, cfg.eval.n_conditional, size, budget=cfg.eval.call_budget, hard=hard,
-                      seed=cfg.seed + 5, batch_size=cfg.eval.batch_size, device=device, **servo)
+                      seed=cfg.seed + 5, batch_size=cfg.eval.batch_size, device=device, **draw)
 
         # Evaluation against held-out patches of the training image.
         max_lag = cfg.eval.max_lag or size // 2
