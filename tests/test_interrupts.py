@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from collections import Counter
 
 import optuna
@@ -19,11 +20,13 @@ from tests.conftest import toy_study
 def own_signal_handlers():
     """The CLI installs process-wide handlers; give the test process its own back afterwards."""
     saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    saved_hook = sys.unraisablehook
     # A suite started with Ctrl-C ignored (a shell's background job) must still see Python's own handling.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     for signum, handler in saved.items():
         signal.signal(signum, handler)
+    sys.unraisablehook = saved_hook
 
 
 def test_a_held_signal_is_raised_once_on_release_or_leaving_or_dropped_for_the_error_under_way(own_signal_handlers):
@@ -46,6 +49,38 @@ def test_a_held_signal_is_raised_once_on_release_or_leaving_or_dropped_for_the_e
             raise ValueError("the objective failed")
     with pytest.raises(KeyboardInterrupt, match="^$"):  # no hold now: Ctrl-C raises at once, as Python's own
         os.kill(os.getpid(), signal.SIGINT)
+
+
+class _SignalsWhenCollected:
+    """Sends a signal from its finaliser, as one can arrive while the garbage collector runs one."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), self.signum)
+
+
+class _FailsWhenCollected:
+    def __del__(self) -> None:
+        raise ValueError("a finaliser's own error")
+
+
+def test_an_interrupt_swallowed_by_a_finaliser_is_raised_at_the_next_block_end(own_signal_handlers):
+    reported: list[BaseException] = []
+    sys.unraisablehook = lambda unraisable: reported.append(unraisable.exc_value)  # Python's report, recorded
+    interrupts.install()
+    obj = _SignalsWhenCollected(signal.SIGTERM)
+    del obj  # the handler raises inside __del__, where Python would report it and go on
+    finished = True
+    assert finished and reported == []  # ours: kept, not reported
+    with pytest.raises(KeyboardInterrupt, match="signal 15"):
+        with interrupts.held():  # as the runner's next step: the interrupt is not lost
+            pass
+    with interrupts.held():  # raised once, then gone
+        pass
+    _FailsWhenCollected()  # anything else a finaliser raises still goes to the report
+    assert [str(e) for e in reported] == ["a finaliser's own error"]
 
 
 @pytest.mark.parametrize("signum, fail", [(signal.SIGTERM, "none"), (signal.SIGINT, "none"), (signal.SIGTERM, "error")])

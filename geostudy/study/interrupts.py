@@ -9,18 +9,25 @@ inside :func:`held`, and the objective opens the hold while it runs (:func:`rele
 :func:`hold` as it ends): outside the objective a signal is only recorded, and raised as
 KeyboardInterrupt when the objective starts or when the block ends.
 
+A signal that arrives while Python runs a finaliser (``__del__``, a weakref callback of the garbage
+collector, as SQLAlchemy registers) raises its KeyboardInterrupt there, and Python prints it as
+"Exception ignored" and goes on: the run would not stop. :func:`install` also hooks
+``sys.unraisablehook`` so that such an interrupt is recorded like a held one and raised at the next
+:func:`release` or block end.
+
 Signal handlers run in the main thread only, and only the main thread may install them.
 """
 
 from __future__ import annotations
 
 import signal
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
 _held = False
-_pending: int | None = None  # the first signal that came during the hold
+_pending: int | None = None  # the first signal that came during the hold, or whose interrupt was swallowed
 
 
 def install() -> None:
@@ -29,6 +36,23 @@ def install() -> None:
     for signum, default in defaults.items():
         if signal.getsignal(signum) in default:
             signal.signal(signum, _handler)
+    if not getattr(sys.unraisablehook, "_geostudy", False):
+        sys.unraisablehook = _unraisable_hook(sys.unraisablehook)
+
+
+def _unraisable_hook(previous):
+    """Record an interrupt of ours that a finaliser swallowed; pass anything else on to ``previous``."""
+
+    def hook(unraisable) -> None:
+        global _pending
+        signum = getattr(unraisable.exc_value, "geostudy_signal", None)
+        if signum is None:
+            previous(unraisable)
+        elif _pending is None:
+            _pending = signum
+
+    hook._geostudy = True  # type: ignore[attr-defined]
+    return hook
 
 
 @contextmanager
@@ -86,4 +110,6 @@ def _handler(signum: int, frame: FrameType | None) -> None:
 
 def _interrupt(signum: int) -> KeyboardInterrupt:
     # Ctrl-C as Python's own handler raises it (no message: the objective then says "Ctrl-C").
-    return KeyboardInterrupt() if signum == signal.SIGINT else KeyboardInterrupt(f"signal {signum}")
+    err = KeyboardInterrupt() if signum == signal.SIGINT else KeyboardInterrupt(f"signal {signum}")
+    err.geostudy_signal = signum  # type: ignore[attr-defined]  # tells the unraisable hook it is ours
+    return err
