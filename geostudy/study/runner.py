@@ -72,11 +72,11 @@ def load_or_create(plan: StudyPlan, worker: int = 0) -> optuna.Study:
         if have != spec.directions:
             raise ConfigError(f"study {spec.name!r} in {redact(plan.storage_url)} has directions {have}, but the file "
                               f"asks for {spec.directions}; use another name or storage", file=spec.file, key="directions")
+    # Neither a resume nor a sibling worker may replay the first proposals: the seed moves with both.
+    stored = existing[spec.name].n_trials if spec.name in existing else 0
     study = optuna.create_study(storage=storage, study_name=spec.name, directions=list(spec.directions),  # type: ignore[arg-type]
-                                sampler=spec.make_sampler(), pruner=spec.make_pruner(), load_if_exists=True)
-    stored = sum(trial_counts(study).values()) if spec.name in existing else 0
-    if stored or worker:  # neither a resume nor a sibling worker may replay the first proposals
-        study.sampler = spec.make_sampler(stored=stored, worker=worker)
+                                sampler=spec.make_sampler(stored=stored, worker=worker), pruner=spec.make_pruner(),
+                                load_if_exists=True)
     if spec.name not in existing:
         study.set_metric_names(spec.metrics)
         study.set_user_attr("learner", spec.learner.name)
