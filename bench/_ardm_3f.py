@@ -39,7 +39,7 @@ from geostudy.config import apply_overrides, load_yaml
 from geostudy.learners.ardm.config import ArdmConfig
 from geostudy.learners.ardm.data import HardData, procedural_image, random_patches
 from geostudy.learners.ardm.evaluate import ImageStats, image_stats, mismatch
-from geostudy.learners.ardm.learner import ArdmLearner, FittedModel
+from geostudy.learners.ardm.learner import ArdmLearner, FittedModel, draw_settings
 from geostudy.learners.ardm.sampling import sample
 from geostudy.learners.ardm.sis import sis_realisations
 from geostudy.learners.base import CONFIG_DIR
@@ -122,11 +122,6 @@ def _call_seconds(model, side: int, device, repeats: int = 3) -> float:
         sync_device(device)
         times = [_timed(call)[1] for _ in range(repeats)]
     return float(np.median(times))
-
-
-def draw_settings(cfg: ArdmConfig, fit: FittedModel) -> dict:
-    """The sampler settings of ``cfg.eval`` (temperature, servosystem toward the training proportions)."""
-    return {"temperature": cfg.eval.temperature, "servo": cfg.eval.servo, "proportions": fit.proportions}
 
 
 def realisations(cfg: ArdmConfig, fit: FittedModel, sizes: dict, *, sis: bool = True, budget: int | None = None,

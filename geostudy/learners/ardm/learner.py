@@ -66,6 +66,12 @@ class FittedModel:
         return proportions(self.split.train, len(self.codes))
 
 
+def draw_settings(cfg: ArdmConfig, fit: FittedModel) -> dict[str, Any]:
+    """How train-mode evaluation (and the bench) draws realisations: ``eval.temperature`` and the
+    servosystem (``eval.servo``) toward the training proportions; keyword arguments of :func:`sample`."""
+    return {"temperature": cfg.eval.temperature, "servo": cfg.eval.servo, "proportions": fit.proportions}
+
+
 def train_model(cfg: ArdmConfig, ctx: RunContext) -> FittedModel:
     """Load the data, build the UNet and train it with AdamW, EMA and gradient clipping.
 
@@ -152,8 +158,7 @@ class ArdmLearner(Learner):
 
         # Sampling: unconditional (timed) and conditional on the hard data.
         ctx.log(f"sampling {cfg.eval.n_samples} realisations of {size}x{size} in {cfg.eval.call_budget} calls")
-        # How each realisation is drawn (temperature, servosystem toward the training proportions).
-        draw: dict[str, Any] = {"temperature": cfg.eval.temperature, "proportions": fit.proportions, "servo": cfg.eval.servo}
+        draw = draw_settings(cfg, fit)
         sync_device(device)
         start = time.perf_counter()
         uncond = sample(fit.model, cfg.eval.n_samples, size, budget=cfg.eval.call_budget, seed=cfg.seed + 4,
