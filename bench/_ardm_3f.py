@@ -47,7 +47,7 @@ from geostudy.nn.device import sync_device
 from geostudy.nn.threads import torch_threads
 
 # Training sizes: these (and only these, with the default config) decide the cached network.
-# eval.temperature and eval.servo stay at the config's 1.0 and 0.25 (README: ARDM, sampling temperature,
+# eval.temperature and eval.servo stay at the config's 0.9 and 0.25 (README: ARDM, sampling temperature,
 # servosystem).
 SIZES_3F = {
     # quick: 32x32 patches, a few minutes of training on a CPU; full: a deeper UNet, 5x the steps.

@@ -30,7 +30,7 @@ from geostudy.config import apply_overrides, load_yaml
 from geostudy.learners.ardm.config import ArdmConfig
 from geostudy.learners.ardm.data import HardData, random_patches, resolve_path
 from geostudy.learners.ardm.evaluate import image_stats, mismatch
-from geostudy.learners.ardm.learner import ArdmLearner
+from geostudy.learners.ardm.learner import ArdmLearner, draw_settings
 from geostudy.learners.ardm.sampling import sample
 from geostudy.learners.base import CONFIG_DIR
 from geostudy.nn.device import sync_device
@@ -112,8 +112,9 @@ def _run(cfg: ArdmConfig) -> list[dict]:
 
     # Two-point statistics: our samples vs tiled training patches, both against held-out patches.
     n_eval, max_lag = 32, size // 2
+    settings = draw_settings(cfg, fit)  # eval.temperature and the servosystem, as train-mode evaluation draws
     ours = sample(model, n_eval, size, budget=cfg.eval.call_budget, seed=cfg.seed + 1,
-                  batch_size=cfg.eval.batch_size, device=device).images
+                  batch_size=cfg.eval.batch_size, device=device, **settings).images
     tiled = tiling_baseline(split.train, n_eval, size, size // 2, rng)
     reference = random_patches(split.val, cfg.eval.n_reference, size, rng)
     ref_stats = image_stats(reference, k, max_lag)
@@ -123,7 +124,7 @@ def _run(cfg: ArdmConfig) -> list[dict]:
     # Hard data: 20 pixels of a held-out patch.
     hard = HardData.draw(random_patches(split.val, 1, size, rng)[0], cfg.eval.n_hard, rng)
     cond = sample(model, cfg.eval.n_conditional, size, budget=cfg.eval.call_budget, hard=hard, seed=cfg.seed + 2,
-                  batch_size=cfg.eval.batch_size, device=device).images
+                  batch_size=cfg.eval.batch_size, device=device, **settings).images
 
     data = "channels_ti.png" if cfg.data.source == "file" else "procedural channels"
     where = f"{size}x{size} {data}, val_bpp {fit.history[-1]['val_bpp']:.3f}"

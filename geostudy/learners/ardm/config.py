@@ -139,7 +139,7 @@ class EvalConfig:
     n_samples: int = 16
     sample_size: int | None = None
     call_budget: int = 64
-    temperature: float = 1.0
+    temperature: float = 0.9
     servo: float = 0.25
     batch_size: int = 16
     n_hard: int = 20
@@ -178,7 +178,7 @@ class SimulateConfig:
     columns: list[str] = field(default_factory=lambda: ["x", "y", "facies"])
     coordinates: Literal["grid", "world"] = "grid"
     call_budget: int = 256
-    temperature: float = 1.0
+    temperature: float = 0.9
     servo: float = 0.25
     proportions: list[float] | None = None
     batch_size: int = 4
